@@ -1,0 +1,3 @@
+//! The `pipeline` binary: see the library crate for the layers.
+
+fn main() {}

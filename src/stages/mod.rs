@@ -1,0 +1,104 @@
+//! Built-in stage kinds and the [`Stage`] trait they implement.
+//!
+//! A built-in stage runs inside `pipeline exec-step` (on this machine or on a
+//! compute node): it reads its declared inputs, writes its declared outputs into
+//! staging paths the engine hands it, and never touches the store. The engine
+//! moves the staged outputs into place and records them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// Everything a built-in stage may look at while it runs.
+pub struct StageContext<'a> {
+    /// The workspace root; every data path is relative to it.
+    pub workspace: &'a Path,
+    /// The stage's name in the pipeline (not its kind).
+    pub stage: &'a str,
+    /// Resolved parameters (profile file merged with inline params).
+    pub params: &'a serde_json::Value,
+    /// Declared inputs: name -> absolute path (already produced and hashed).
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Declared outputs: name -> absolute staging path; write here, the engine
+    /// moves each into its declared place after the stage returns `Ok`.
+    pub outputs: &'a BTreeMap<String, PathBuf>,
+    /// The step's own folder (logs, checkpoints that survive a retry, scratch).
+    pub step_dir: &'a Path,
+    /// `(index, count)` when the stage runs as one shard of a sharded step.
+    pub shard: Option<(u32, u32)>,
+    /// CPU threads the step may use.
+    pub threads: usize,
+}
+
+impl StageContext<'_> {
+    /// The absolute path of the input declared under `name`.
+    pub fn input(&self, name: &str) -> Result<&Path> {
+        match self.inputs.get(name) {
+            Some(p) => Ok(p),
+            None => bail!(
+                "stage {}: no input named '{name}' is declared (declared: {})",
+                self.stage,
+                self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    /// The staging path of the output declared under `name`.
+    pub fn output(&self, name: &str) -> Result<&Path> {
+        match self.outputs.get(name) {
+            Some(p) => Ok(p),
+            None => bail!(
+                "stage {}: no output named '{name}' is declared (declared: {})",
+                self.stage,
+                self.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+}
+
+/// A built-in stage kind.
+pub trait Stage: Send + Sync {
+    /// The name written as `kind: NAME` in a manifest.
+    fn kind(&self) -> &'static str;
+    /// Bumped whenever the stage's output for the same inputs and params would
+    /// change; it enters the step fingerprint.
+    fn version(&self) -> u32;
+    /// Runs the stage to completion.
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()>;
+}
+
+/// Every kind the pipeline knows of, implemented in this build or not. A
+/// manifest naming a kind outside this list is rejected at validation.
+pub const KNOWN_KINDS: &[&str] = &[
+    "download",
+    "voxceleb_subset",
+    "synth",
+    "seedvc",
+    "elements",
+    "baseline",
+    "stage1",
+    "stage2",
+    "report",
+];
+
+/// The built-in kinds implemented in this build.
+pub fn registry() -> Vec<Box<dyn Stage>> {
+    // Each feature module appends its kinds here, e.g.
+    // `#[cfg(feature = "media")] v.push(Box::new(elements::Elements));`
+    Vec::new()
+}
+
+/// Finds the implementation of `kind`, or says why there is none.
+pub fn lookup(kind: &str) -> Result<Box<dyn Stage>> {
+    if let Some(s) = registry().into_iter().find(|s| s.kind() == kind) {
+        return Ok(s);
+    }
+    if KNOWN_KINDS.contains(&kind) {
+        bail!("stage kind {kind} is not implemented yet in this build");
+    }
+    bail!(
+        "unknown stage kind '{kind}' (known kinds: {})",
+        KNOWN_KINDS.join(", ")
+    )
+}
