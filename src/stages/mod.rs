@@ -25,7 +25,17 @@ pub struct StageContext<'a> {
     pub outputs: &'a BTreeMap<String, PathBuf>,
     /// The step's own folder (logs, checkpoints that survive a retry, scratch).
     pub step_dir: &'a Path,
-    /// `(index, count)` when the stage runs as one shard of a sharded step.
+    /// A folder that outlives the step, shared by every step of this stage:
+    /// per-item memo (one file per finished item, keyed by the item's own
+    /// fingerprint, written atomically) so an interrupted run redoes only the
+    /// items that were in flight. Record each item's outcome as a JSON line
+    /// `{"item": KEY, "status": "ok"|"failed", "reason": ...}` appended to
+    /// `step_dir/items.jsonl`; the head ingests those lines into the store.
+    pub items_dir: &'a Path,
+    /// `Some((index, count))` when the stage runs as one shard of a sharded
+    /// stage: then it fills `items_dir` with its share of the items and writes
+    /// no outputs. `None` for the gathering run, which writes the outputs from
+    /// `items_dir` (computing any item still missing itself).
     pub shard: Option<(u32, u32)>,
     /// CPU threads the step may use.
     pub threads: usize,
