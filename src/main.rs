@@ -1,3 +1,7 @@
 //! The `pipeline` binary: see the library crate for the layers.
 
-fn main() {}
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

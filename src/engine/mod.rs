@@ -1,1 +1,12 @@
-//! engine (being written).
+//! The engine: pipeline YAML -> validated DAG -> plan (what is stale, and why)
+//! -> running the plan through an executor, recording everything in the store.
+
+pub mod dag;
+pub mod fingerprint;
+pub mod lineage;
+pub mod params;
+pub mod paths;
+pub mod pipeline;
+pub mod plan;
+pub mod run;
+pub mod workspace;

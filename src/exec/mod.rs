@@ -1,1 +1,11 @@
-//! exec (being written).
+//! Executors and the step job contract.
+//!
+//! A step becomes a job: `pipeline exec-step <workspace> <step-id>` reads the
+//! step's `job.json`, runs the stage, moves its outputs into place, hashes
+//! them and writes `result.json` atomically into the step's folder
+//! ([`job`]). Any executor can run that command; the head process ingests the
+//! result file into the store. Jobs never open the database.
+
+pub mod job;
+pub mod local;
+pub mod step;

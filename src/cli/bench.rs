@@ -1,0 +1,195 @@
+//! `pipeline bench`: programs that print numbers (never timed assertions).
+//!
+//! - `bench status`: a no-op `pipeline status` over a workspace whose outputs
+//!   hold N files of 1 KiB, each stat'ed against the stat cache.
+//! - `bench hash`: BLAKE3 throughput on one large file, next to `b3sum`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// No-op `pipeline status` over outputs holding N files of 1 KiB.
+    Status {
+        #[arg(long, default_value_t = 100_000)]
+        files: usize,
+        #[arg(long, default_value_t = 7)]
+        repeat: usize,
+        /// Folder for the benchmark workspace (default: a fresh one under the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// BLAKE3 throughput on one file of N MiB, next to `b3sum`.
+    Hash {
+        #[arg(long, default_value_t = 2048)]
+        mib: u64,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub async fn run(a: &BenchArgs, _workspace: &Path) -> Result<i32> {
+    match &a.what {
+        What::Status { files, repeat, dir } => bench_status(*files, *repeat, dir.as_deref()),
+        What::Hash { mib, repeat, dir } => bench_hash(*mib, *repeat, dir.as_deref()),
+    }
+}
+
+fn scratch(dir: Option<&Path>, name: &str) -> Result<PathBuf> {
+    let d = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("pipeline-bench-{name}-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn bench_status(files: usize, repeat: usize, dir: Option<&Path>) -> Result<i32> {
+    let ws = scratch(dir, "status")?;
+    let exe = std::env::current_exe()?;
+    let per_dir = 1000;
+    let data = ws.join("data/files");
+    eprintln!(
+        "bench status: writing {files} files of 1 KiB under {}",
+        data.display()
+    );
+    for i in 0..files {
+        let d = data.join(format!("d{:04}", i / per_dir));
+        if i % per_dir == 0 {
+            std::fs::create_dir_all(&d)?;
+        }
+        let mut buf = vec![b'x'; 1024];
+        buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        std::fs::write(d.join(format!("f{:05}", i % per_dir)), &buf)?;
+    }
+    std::fs::write(
+        ws.join("bench.yaml"),
+        "stages:\n  make:\n    cmd: \"true\"\n    outs:\n      - data/files: {persist: true}\n  \
+         count:\n    cmd: ls data/files | wc -l > count.txt\n    deps: [data/files]\n    outs: [count.txt]\n",
+    )?;
+    let pipeline = |args: &[&str]| {
+        Command::new(&exe)
+            .arg("-f")
+            .arg(ws.join("bench.yaml"))
+            .arg("-w")
+            .arg(&ws)
+            .args(args)
+            .output()
+    };
+    let t = Instant::now();
+    let out = pipeline(&["run"])?;
+    if !out.status.success() {
+        bail!(
+            "the benchmark pipeline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "bench status: first run (hashes every file) took {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut times = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        let out = pipeline(&["status", "--json"])?;
+        times.push(t.elapsed().as_secs_f64());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let all_ok = v["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|s| s["state"] == "up_to_date");
+        if !all_ok {
+            bail!("status found stale stages in an unchanged workspace: {v}");
+        }
+    }
+    let best = times.iter().cloned().fold(f64::MAX, f64::min);
+    let med = median(&mut times);
+    println!("no-op `pipeline status` over {files} files (each stat'ed): median {med:.3} s, best {best:.3} s over {repeat} runs");
+    if dir.is_none() {
+        let _ = std::fs::remove_dir_all(&ws);
+    }
+    Ok(0)
+}
+
+fn bench_hash(mib: u64, repeat: usize, dir: Option<&Path>) -> Result<i32> {
+    let d = scratch(dir, "hash")?;
+    let f = d.join("big.bin");
+    let size = mib * 1024 * 1024;
+    if std::fs::metadata(&f).map(|m| m.len()).ok() != Some(size) {
+        eprintln!("bench hash: writing {mib} MiB to {}", f.display());
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&f)?);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..mib {
+            for c in block.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes());
+            }
+            w.write_all(&block)?;
+        }
+        w.flush()?;
+    }
+    // Warm the page cache so both tools read from memory.
+    let ours_hash = pipeline::hash::hash_file(&f, size)?;
+    let mut ours = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        let h = pipeline::hash::hash_file(&f, size)?;
+        ours.push(t.elapsed().as_secs_f64());
+        assert_eq!(h, ours_hash);
+    }
+    let ours_med = median(&mut ours);
+    let gib = size as f64 / (1u64 << 30) as f64;
+    println!(
+        "pipeline hash: {mib} MiB in {ours_med:.3} s (median of {repeat}) = {:.2} GiB/s",
+        gib / ours_med
+    );
+    let mut theirs = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        match Command::new("b3sum").arg("--no-names").arg(&f).output() {
+            Ok(o) if o.status.success() => {
+                theirs.push(t.elapsed().as_secs_f64());
+                let hex = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if hex != ours_hash.to_hex().as_str() {
+                    bail!("b3sum disagrees: {hex} vs {}", ours_hash.to_hex());
+                }
+            }
+            _ => {
+                println!("b3sum: not available (apt-get install b3sum), no comparison");
+                return Ok(0);
+            }
+        }
+    }
+    let theirs_med = median(&mut theirs);
+    println!(
+        "b3sum:         {mib} MiB in {theirs_med:.3} s (median of {repeat}) = {:.2} GiB/s; pipeline reaches {:.0} % of b3sum (same hash)",
+        gib / theirs_med,
+        100.0 * theirs_med / ours_med
+    );
+    if dir.is_none() {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    Ok(0)
+}

@@ -1,0 +1,346 @@
+//! The command line: clap definitions, human and JSON output, exit codes.
+//! Exit status: 0 success, 1 failure (a failed step, a changed artifact, an
+//! error), 2 bad usage, 130 interrupted.
+
+mod bench;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use pipeline::engine::dag::Dag;
+use pipeline::engine::plan::{Planner, Verdict};
+use pipeline::engine::run::{self, RunOptions};
+use pipeline::engine::workspace::Workspace;
+use pipeline::engine::{lineage, pipeline as def};
+use pipeline::store::StepId;
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Reproduces the AVDFD research pipeline end to end, recording the lineage of every artifact"
+)]
+struct Cli {
+    /// The pipeline file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "pipeline/avdfd.yaml"
+    )]
+    file: PathBuf,
+    /// The workspace: every data path is relative to it; the store lives in DIR/.pipeline.
+    #[arg(short = 'w', long = "workspace", global = true, default_value = ".")]
+    workspace: PathBuf,
+    /// The parameter profile (a folder of config/: demo, paper, ...).
+    #[arg(long, global = true, env = "PIPELINE_PROFILE", default_value = "demo")]
+    profile: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the stale stages (all of them, or what --until/--only select).
+    Run(RunArgs),
+    /// Show each stage as up to date or stale, and why.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the stage graph.
+    Dag {
+        #[arg(long, value_enum, default_value = "text")]
+        format: DagFormat,
+    },
+    /// What produced an artifact: step, params, code, host, times, inputs (recursively).
+    Lineage {
+        path: String,
+        /// What was made from the artifact instead.
+        #[arg(long)]
+        downstream: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash every recorded artifact and list those that changed (exit 1 if any).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the log of a stage's newest step (or of --step ID).
+    Log {
+        stage: String,
+        #[arg(long)]
+        step: Option<i64>,
+    },
+    /// Clear the workspace lock left by a process on another host.
+    Unlock,
+    /// Print benchmark numbers.
+    Bench(bench::BenchArgs),
+    /// Run one step as a job (what executors call; not for people).
+    #[command(hide = true)]
+    ExecStep { workspace: PathBuf, step: i64 },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run this stage and everything it needs.
+    #[arg(long)]
+    until: Option<String>,
+    /// Run only these stages (their inputs must exist).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Run these stages even if up to date.
+    #[arg(long)]
+    force: Vec<String>,
+    /// Show what would run, and why, without running it.
+    #[arg(long)]
+    dry_run: bool,
+    /// CPU slots for parallel steps (default: the number of cores).
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    /// Go on with independent stages after a failure.
+    #[arg(long)]
+    keep_going: bool,
+    /// Where models run: auto (CUDA when available), cpu or cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DagFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Cmd::ExecStep { workspace, step } = &cli.command {
+        return match pipeline::exec::step::exec_step(workspace, StepId(*step)) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pipeline exec-step: {e:#}");
+                1
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn load_dag(cli: &Cli) -> Result<Dag> {
+    Dag::build(def::load(&cli.file)?)
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Cmd::Run(a) => run_cmd(&cli, a).await,
+        Cmd::Status { json } => status_cmd(&cli, *json).await,
+        Cmd::Dag { format } => {
+            let dag = load_dag(&cli)?;
+            print!(
+                "{}",
+                match format {
+                    DagFormat::Text => dag.to_text(),
+                    DagFormat::Dot => dag.to_dot(),
+                    DagFormat::Mermaid => dag.to_mermaid(),
+                }
+            );
+            Ok(0)
+        }
+        Cmd::Lineage {
+            path,
+            downstream,
+            json,
+        } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            let l = lineage::lineage(&ws, path, *downstream).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&l)?);
+            } else {
+                print!("{}", report::lineage_text(&l));
+            }
+            Ok(0)
+        }
+        Cmd::Verify { json } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            let (n, changed) = lineage::verify(&ws).await?;
+            if *json {
+                println!("{}", serde_json::json!({"checked": n, "changed": changed}));
+            } else {
+                for c in &changed {
+                    match &c.now {
+                        None => println!("missing   {}  (recorded {})", c.path, &c.recorded[..16]),
+                        Some(h) => println!(
+                            "changed   {}  (recorded {}, now {})",
+                            c.path,
+                            &c.recorded[..16],
+                            &h[..16]
+                        ),
+                    }
+                }
+                println!(
+                    "{n} artifacts checked, {} changed since recorded",
+                    changed.len()
+                );
+            }
+            Ok(if changed.is_empty() { 0 } else { 1 })
+        }
+        Cmd::Log { stage, step } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            let id = match step {
+                Some(s) => StepId(*s),
+                None => {
+                    ws.store
+                        .latest_step(stage)
+                        .await?
+                        .with_context(|| format!("stage {stage} has never run in this workspace"))?
+                        .id
+                }
+            };
+            let f = ws.step_dir(id).join(pipeline::exec::job::LOG_FILE);
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            print!("{text}");
+            Ok(0)
+        }
+        Cmd::Unlock => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            match ws.store.unlock_any().await? {
+                Some(s) => eprintln!(
+                    "cleared the lock of pid {} on {} ({})",
+                    s.pid, s.host, s.command
+                ),
+                None => eprintln!("the workspace was not locked"),
+            }
+            Ok(0)
+        }
+        Cmd::Bench(a) => bench::run(a, &cli.workspace).await,
+        Cmd::ExecStep { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
+    let dag = load_dag(cli)?;
+    let ws = Workspace::open(&cli.workspace).await?;
+    dag.check_sources(&ws.root)?;
+    match a.device {
+        Device::Auto => {}
+        Device::Cpu => std::env::set_var("PIPELINE_DEVICE", "cpu"),
+        Device::Cuda => std::env::set_var("PIPELINE_DEVICE", "cuda"),
+    }
+    let opts = RunOptions {
+        profile: cli.profile.clone(),
+        until: a.until.clone(),
+        only: a.only.clone(),
+        force: a.force.clone(),
+        dry_run: a.dry_run,
+        jobs: a.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        keep_going: a.keep_going,
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let rep = report::TermReporter::new();
+    if !opts.dry_run {
+        if let Some(stale) = ws.store.lock(&opts.command_line).await? {
+            rep.note(&format!(
+                "took over the workspace lock of pid {} on {} (`{}`), which is no longer running",
+                stale.pid, stale.host, stale.command
+            ));
+        }
+    }
+    let result = run::run(&ws, &dag, &opts, &rep).await;
+    if !opts.dry_run {
+        ws.store.unlock_mine().await?;
+    }
+    let summary = result?;
+    rep.finish(&summary, opts.dry_run);
+    Ok(if summary.interrupted {
+        130
+    } else if summary.failed.is_empty() && summary.blocked.is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
+    let dag = load_dag(cli)?;
+    let ws = Workspace::open(&cli.workspace).await?;
+    let sel = run::selection(&dag, None, &[])?;
+    let mut planner = Planner::new(&ws, &dag, &cli.profile);
+    let evs = run::evaluate_all(&mut planner, &sel, &Default::default()).await?;
+    let mut rows = Vec::new();
+    for ev in &evs {
+        let spec = &dag.stages()[ev.stage];
+        let latest = ws.store.latest_step(&spec.name).await?;
+        let running = latest.as_ref().filter(|s| !s.status.is_finished());
+        let (state, reasons) = match &ev.verdict {
+            Verdict::UpToDate { .. } => ("up_to_date", Vec::new()),
+            Verdict::Frozen => ("frozen", Vec::new()),
+            Verdict::Stale { reasons } => ("stale", reasons.clone()),
+        };
+        rows.push(serde_json::json!({
+            "stage": spec.name,
+            "kind": spec.kind_name(),
+            "state": state,
+            "reasons": reasons,
+            "why": reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id})),
+            "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "finished_at": s.finished_at, "error": s.error})),
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"profile": cli.profile, "stages": rows})
+            )?
+        );
+    } else {
+        print!("{}", report::status_text(&rows));
+    }
+    Ok(0)
+}

@@ -1,0 +1,273 @@
+//! Human output: the progress display of a run, status tables, lineage trees.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline::engine::lineage::{Lineage, Node, StepNode};
+use pipeline::engine::run::{Event, Reporter, Summary};
+use pipeline::store::{StepId, StepStatus};
+use pipeline::util::{human_bytes, human_ms};
+
+/// Spinners for running steps on a terminal; plain lines otherwise.
+pub struct TermReporter {
+    mp: MultiProgress,
+    bars: Mutex<HashMap<StepId, ProgressBar>>,
+    tty: bool,
+}
+
+impl TermReporter {
+    pub fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let target = if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        TermReporter {
+            mp: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(HashMap::new()),
+            tty,
+        }
+    }
+
+    pub fn note(&self, line: &str) {
+        if self.tty {
+            let _ = self.mp.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn finish(&self, s: &Summary, dry_run: bool) {
+        if dry_run {
+            return;
+        }
+        let mut parts = vec![
+            format!("{} ran", s.ran.len()),
+            format!("{} up to date", s.up_to_date.len()),
+        ];
+        if !s.failed.is_empty() {
+            parts.push(format!(
+                "{} failed ({})",
+                s.failed.len(),
+                s.failed.join(", ")
+            ));
+        }
+        if !s.blocked.is_empty() {
+            parts.push(format!(
+                "{} not run ({})",
+                s.blocked.len(),
+                s.blocked.join(", ")
+            ));
+        }
+        if s.interrupted {
+            parts.push("interrupted".into());
+        }
+        self.note(&format!("pipeline: {}", parts.join(", ")));
+        if !s.failed.is_empty() {
+            self.note(&format!(
+                "see the failed step's output with `pipeline log {}`",
+                s.failed[0]
+            ));
+        }
+    }
+}
+
+impl Reporter for TermReporter {
+    fn event(&self, e: Event) {
+        match e {
+            Event::Message(m) => self.note(&m),
+            Event::UpToDate { stage } => self.note(&format!("  up to date  {stage}")),
+            Event::WouldRun { stage, reasons } => {
+                let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                self.note(&format!("  would run   {stage}: {}", why.join("; ")));
+            }
+            Event::Started {
+                stage,
+                step,
+                reasons,
+            } => {
+                let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                if self.tty {
+                    let pb = self.mp.add(ProgressBar::new_spinner());
+                    pb.set_style(
+                        ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    pb.set_message(format!("running     {stage} (step {step})"));
+                    pb.enable_steady_tick(Duration::from_millis(120));
+                    self.bars.lock().expect("reporter lock").insert(step, pb);
+                }
+                self.note(&format!(
+                    "  start       {stage} (step {step}): {}",
+                    why.join("; ")
+                ));
+            }
+            Event::Finished {
+                stage,
+                step,
+                status,
+                elapsed,
+                error,
+            } => {
+                if let Some(pb) = self.bars.lock().expect("reporter lock").remove(&step) {
+                    pb.finish_and_clear();
+                }
+                let t = human_ms(elapsed.as_millis() as i64);
+                match status {
+                    StepStatus::Succeeded => self.note(&format!("  done        {stage} in {t}")),
+                    _ => self.note(&format!(
+                        "  FAILED      {stage} after {t}: {}",
+                        error.unwrap_or_else(|| status.to_string())
+                    )),
+                }
+            }
+            Event::Blocked { stage, because } => {
+                self.note(&format!("  not run     {stage}: {because}"))
+            }
+        }
+    }
+}
+
+/// The status table.
+pub fn status_text(rows: &[serde_json::Value]) -> String {
+    let width = rows
+        .iter()
+        .filter_map(|r| r["stage"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut s = format!("{:width$}  {:11}  why\n", "stage", "state");
+    for r in rows {
+        let stage = r["stage"].as_str().unwrap_or("");
+        let mut state = match r["state"].as_str().unwrap_or("") {
+            "up_to_date" => "up to date".to_string(),
+            other => other.to_string(),
+        };
+        if let Some(step) = r["running"]["step"].as_i64() {
+            state = format!("running (step {step})");
+        }
+        let why: Vec<&str> = r["why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        s.push_str(&format!("{stage:width$}  {state:11}  {}\n", why.join("; ")));
+    }
+    s
+}
+
+/// A UTC timestamp for people, from unix milliseconds.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The lineage tree as indented text.
+pub fn lineage_text(l: &Lineage) -> String {
+    let mut s = String::new();
+    if let Some(w) = &l.within {
+        s.push_str(&format!(
+            "this file is part of {w}{}\n",
+            l.file_hash
+                .as_ref()
+                .map(|h| format!(" (its blake3 {h})"))
+                .unwrap_or_default()
+        ));
+    }
+    node_text(&l.root, "", &mut s);
+    s
+}
+
+fn node_text(n: &Node, indent: &str, s: &mut String) {
+    let label = match &n.name {
+        Some(name) if name != &n.path => format!("{name}: {}", n.path),
+        _ => n.path.clone(),
+    };
+    let files = if n.is_dir {
+        format!(", {} files", n.file_count)
+    } else {
+        String::new()
+    };
+    s.push_str(&format!(
+        "{indent}{label}  blake3 {}  ({}{files}, recorded {})\n",
+        &n.hash[..16.min(n.hash.len())],
+        human_bytes(n.size.max(0) as u64),
+        utc(n.recorded_at)
+    ));
+    let child = format!("{indent}    ");
+    match &n.produced_by {
+        Some(st) => step_text(st, "made by", &child, s),
+        None if n.consumed_by.is_empty() => s.push_str(&format!(
+            "{child}a source: no step of this pipeline made it\n"
+        )),
+        None => {}
+    }
+    for st in &n.consumed_by {
+        step_text(st, "read by", &child, s);
+    }
+}
+
+fn step_text(st: &StepNode, verb: &str, indent: &str, s: &mut String) {
+    if st.repeated {
+        s.push_str(&format!(
+            "{indent}{verb} step {} ({}), shown above\n",
+            st.step, st.stage
+        ));
+        return;
+    }
+    let times = match (st.started_at, st.finished_at) {
+        (Some(a), Some(b)) => format!(", {} for {}", utc(a), human_ms(b - a)),
+        _ => String::new(),
+    };
+    let mem = st
+        .peak_rss_kb
+        .map(|k| format!(", peak {}", human_bytes(k as u64 * 1024)))
+        .unwrap_or_default();
+    s.push_str(&format!(
+        "{indent}{verb} step {}: stage {} ({}) on {} via {}{}{times}{mem}\n",
+        st.step,
+        st.stage,
+        st.code_version,
+        st.host.as_deref().unwrap_or("?"),
+        st.executor,
+        st.slurm_job_id
+            .as_ref()
+            .map(|j| format!(" job {j}"))
+            .unwrap_or_default(),
+    ));
+    if let Some(c) = &st.command {
+        s.push_str(&format!("{indent}  command: {c}\n"));
+    }
+    if st.params.as_object().is_some_and(|o| !o.is_empty()) {
+        s.push_str(&format!("{indent}  params: {}\n", st.params));
+    }
+    if st.env.as_object().is_some_and(|o| !o.is_empty()) {
+        s.push_str(&format!("{indent}  env: {}\n", st.env));
+    }
+    for a in &st.artifacts {
+        node_text(a, &format!("{indent}  "), s);
+    }
+}

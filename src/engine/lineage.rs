@@ -1,0 +1,236 @@
+//! Lineage: what produced an artifact, from which inputs, parameters and
+//! code, recursively (or, downstream, what was made from it); and `verify`,
+//! which re-reads every recorded artifact and says which changed since.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use super::paths::RelPath;
+use super::workspace::Workspace;
+use crate::hash;
+use crate::store::{Artifact, StepId, StepRecord};
+
+/// An artifact version in a lineage tree.
+#[derive(Debug, Serialize)]
+pub struct Node {
+    pub name: Option<String>,
+    pub path: String,
+    pub hash: String,
+    pub size: i64,
+    pub file_count: i64,
+    pub is_dir: bool,
+    pub recorded_at: i64,
+    /// The step that wrote this version; `None` for a source the pipeline did not make.
+    pub produced_by: Option<StepNode>,
+    /// Downstream mode: the steps that read this version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumed_by: Vec<StepNode>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepNode {
+    pub step: i64,
+    pub stage: String,
+    pub kind: String,
+    pub code_version: String,
+    pub command: Option<String>,
+    pub params: serde_json::Value,
+    pub env: serde_json::Value,
+    pub host: Option<String>,
+    pub executor: String,
+    pub slurm_job_id: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub peak_rss_kb: Option<i64>,
+    /// Upstream mode: inputs; downstream mode: outputs.
+    pub artifacts: Vec<Node>,
+    /// Already shown elsewhere in this tree.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
+}
+
+/// What `lineage PATH` found.
+#[derive(Debug, Serialize)]
+pub struct Lineage {
+    /// Set when PATH is a file inside a recorded folder: the folder's path.
+    pub within: Option<String>,
+    pub file_hash: Option<String>,
+    pub root: Node,
+}
+
+/// Resolves `path` (workspace-relative, or absolute inside the workspace) to a
+/// recorded artifact, and builds its tree.
+pub async fn lineage(ws: &Workspace, path: &str, downstream: bool) -> Result<Lineage> {
+    let rel = relative(ws, path)?;
+    let mut probe = Some(rel.clone());
+    while let Some(p) = probe {
+        if let Some(a) = ws.store.latest_artifact(p.as_str()).await? {
+            let (within, file_hash) = if p == rel {
+                (None, None)
+            } else {
+                let inner = &rel.as_str()[p.as_str().len() + 1..];
+                let fh = ws
+                    .store
+                    .tree(&a.hash)
+                    .await?
+                    .and_then(|t| t.into_iter().find(|f| f.rel == inner))
+                    .map(|f| f.hash.to_hex().to_string());
+                (Some(p.to_string()), fh)
+            };
+            let mut seen = HashSet::new();
+            let root = if downstream {
+                down(ws, a, None, &mut seen).await?
+            } else {
+                up(ws, a, None, &mut seen).await?
+            };
+            return Ok(Lineage {
+                within,
+                file_hash,
+                root,
+            });
+        }
+        probe = p
+            .as_str()
+            .rsplit_once('/')
+            .and_then(|(parent, _)| RelPath::parse(parent).ok());
+    }
+    bail!("{path}: no recorded artifact at or above this path; `pipeline status` lists what the pipeline makes")
+}
+
+fn relative(ws: &Workspace, path: &str) -> Result<RelPath> {
+    let p = std::path::Path::new(path);
+    let s = if p.is_absolute() {
+        let canon = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        match canon.strip_prefix(&ws.root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => bail!("{path} is outside the workspace {}", ws.root.display()),
+        }
+    } else {
+        path.to_string()
+    };
+    RelPath::parse(&s).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn node(a: &Artifact, name: Option<String>) -> Node {
+    Node {
+        name,
+        path: a.path.clone(),
+        hash: a.hash.clone(),
+        size: a.size,
+        file_count: a.file_count,
+        is_dir: a.is_dir,
+        recorded_at: a.recorded_at,
+        produced_by: None,
+        consumed_by: Vec::new(),
+    }
+}
+
+fn step_node(s: &StepRecord, repeated: bool) -> StepNode {
+    StepNode {
+        step: s.id.0,
+        stage: s.stage.clone(),
+        kind: s.kind.clone(),
+        code_version: s.code_version.clone(),
+        command: s.command.clone(),
+        params: serde_json::from_str(&s.params_json).unwrap_or_default(),
+        env: serde_json::from_str(&s.env_json).unwrap_or_default(),
+        host: s.host.clone(),
+        executor: s.executor.clone(),
+        slurm_job_id: s.slurm_job_id.clone(),
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        peak_rss_kb: s.peak_rss_kb,
+        artifacts: Vec::new(),
+        repeated,
+    }
+}
+
+fn up<'a>(
+    ws: &'a Workspace,
+    a: Artifact,
+    name: Option<String>,
+    seen: &'a mut HashSet<i64>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Node>> + 'a>> {
+    Box::pin(async move {
+        let mut n = node(&a, name);
+        // A source recorded as a step's input may be a version some step made.
+        let producer = match a.step_id {
+            Some(s) => Some(s),
+            None => ws
+                .store
+                .artifact_version(&a.path, &a.hash)
+                .await?
+                .and_then(|v| v.step_id),
+        };
+        if let Some(sid) = producer {
+            let s = ws.store.step(StepId(sid)).await?;
+            let repeated = !seen.insert(sid);
+            let mut sn = step_node(&s, repeated);
+            if !repeated {
+                for p in ws.store.step_inputs(s.id).await? {
+                    sn.artifacts
+                        .push(up(ws, p.artifact, Some(p.name), seen).await?);
+                }
+            }
+            n.produced_by = Some(sn);
+        }
+        Ok(n)
+    })
+}
+
+fn down<'a>(
+    ws: &'a Workspace,
+    a: Artifact,
+    name: Option<String>,
+    seen: &'a mut HashSet<i64>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Node>> + 'a>> {
+    Box::pin(async move {
+        let mut n = node(&a, name);
+        for s in ws.store.consumers(&a.path, &a.hash).await? {
+            let repeated = !seen.insert(s.id.0);
+            let mut sn = step_node(&s, repeated);
+            if !repeated {
+                for p in ws.store.step_outputs(s.id).await? {
+                    sn.artifacts
+                        .push(down(ws, p.artifact, Some(p.name), seen).await?);
+                }
+            }
+            n.consumed_by.push(sn);
+        }
+        Ok(n)
+    })
+}
+
+/// One artifact whose bytes no longer match the record.
+#[derive(Debug, Serialize)]
+pub struct Changed {
+    pub path: String,
+    pub recorded: String,
+    /// `None`: the artifact is gone.
+    pub now: Option<String>,
+    pub step: Option<i64>,
+}
+
+/// Re-hashes (reading every byte, trusting no cache) the newest recorded
+/// version of every artifact a step produced, and returns those that changed
+/// with the number checked.
+pub async fn verify(ws: &Workspace) -> Result<(usize, Vec<Changed>)> {
+    let arts = ws.store.produced_artifacts().await?;
+    let mut changed = Vec::new();
+    for a in &arts {
+        let abs = ws.root.join(&a.path);
+        let now = tokio::task::spawn_blocking(move || hash::hash_path(&abs, None)).await??;
+        let now = now.map(|(h, _)| h.hash.to_hex().to_string());
+        if now.as_deref() != Some(a.hash.as_str()) {
+            changed.push(Changed {
+                path: a.path.clone(),
+                recorded: a.hash.clone(),
+                now,
+                step: a.step_id,
+            });
+        }
+    }
+    Ok((arts.len(), changed))
+}

@@ -1,0 +1,163 @@
+//! Resolving a stage's parameters into one canonical JSON value, and telling
+//! two resolved sets apart key by key ("lr 1e-4 -> 3e-5").
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use super::pipeline::{ParamSpec, Pipeline, StageSpec};
+
+/// The resolved parameters of `stage` under `profile`, as a JSON value whose
+/// object keys are sorted (serde_json's default map), so its text is canonical.
+pub fn resolve(p: &Pipeline, stage: &StageSpec, profile: &str, workspace: &Path) -> Result<Value> {
+    match &stage.params {
+        ParamSpec::None => Ok(Value::Object(Default::default())),
+        ParamSpec::Inline(v) => Ok(v.clone()),
+        ParamSpec::Profile(name) => {
+            let file = p.config_dir.join(profile).join(format!("{name}.json"));
+            if !file.exists() {
+                let dir = p.config_dir.join(profile);
+                if !dir.is_dir() {
+                    let known = list_profiles(&p.config_dir);
+                    bail!(
+                        "stage '{}': profile '{profile}' does not exist (no folder {}); profiles: {}",
+                        stage.name,
+                        dir.display(),
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    );
+                }
+                bail!(
+                    "stage '{}': its parameters file {} does not exist; write it, or give `params:` inline in {}",
+                    stage.name,
+                    file.display(),
+                    stage.defined_in.display()
+                );
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))
+        }
+        ParamSpec::Keys(files) => {
+            let mut out = serde_json::Map::new();
+            for (file, keys) in files {
+                let abs = file.under(workspace);
+                let text = std::fs::read_to_string(&abs).with_context(|| {
+                    format!(
+                        "stage '{}' reads parameters from {}, which cannot be read; create it in the workspace",
+                        stage.name, file
+                    )
+                })?;
+                let doc: Value =
+                    serde_yaml::from_str(&text).map_err(|e| anyhow!("{}: {e}", abs.display()))?;
+                for key in keys {
+                    let v = lookup(&doc, key).with_context(|| {
+                        format!(
+                            "stage '{}': parameter '{key}' is not in {}",
+                            stage.name, file
+                        )
+                    })?;
+                    let name = if file.as_str() == "params.yaml" {
+                        key.clone()
+                    } else {
+                        format!("{file}:{key}")
+                    };
+                    out.insert(name, v.clone());
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+}
+
+fn lookup<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(doc, |v, part| v.get(part))
+}
+
+fn list_profiles(config: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(config)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+/// One changed parameter: dotted key, old and new values (None when absent).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParamChange {
+    pub key: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+impl std::fmt::Display for ParamChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<Value>| match v {
+            None => "(unset)".to_string(),
+            Some(v) => v.to_string(),
+        };
+        write!(f, "{} {} -> {}", self.key, show(&self.old), show(&self.new))
+    }
+}
+
+/// Every leaf that differs between two resolved parameter sets.
+pub fn diff(old: &Value, new: &Value) -> Vec<ParamChange> {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", old, &mut a);
+    flatten("", new, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| ParamChange {
+            key: k.clone(),
+            old: a.get(k).cloned(),
+            new: b.get(k).cloned(),
+        })
+        .collect()
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_names_leaves() {
+        let d = diff(
+            &json!({"lr": 1e-4, "opt": {"wd": 0.01}, "gone": 1}),
+            &json!({"lr": 3e-5, "opt": {"wd": 0.01}, "new": true}),
+        );
+        let s: Vec<String> = d.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            s,
+            vec![
+                "gone 1 -> (unset)",
+                "lr 0.0001 -> 3e-5",
+                "new (unset) -> true"
+            ]
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! Running a plan: stages in dependency order, independent ones in parallel
+//! within CPU and GPU slots, each stale stage re-evaluated once its upstream
+//! has finished (early cut-off), every result ingested into the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use super::dag::Dag;
+use super::pipeline::{Action, StageSpec};
+use super::plan::{Evaluation, Planner, Reason, Verdict};
+use super::workspace::Workspace;
+use crate::exec::job::{self, JobAction, JobOutput, JobSpec};
+use crate::exec::local::{local_gpus, signal_group, LocalExecutor, Slots};
+use crate::hash::statcache;
+use crate::store::{ArtifactVersion, NewRun, NewStep, RunStatus, StepEnd, StepId, StepStatus};
+use crate::util::{now_ms, process_alive, process_start};
+
+/// What the user asked of `pipeline run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub profile: String,
+    pub until: Option<String>,
+    pub only: Vec<String>,
+    pub force: Vec<String>,
+    pub dry_run: bool,
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub command_line: String,
+}
+
+/// What happened, for the person watching.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Message(String),
+    UpToDate {
+        stage: String,
+    },
+    WouldRun {
+        stage: String,
+        reasons: Vec<Reason>,
+    },
+    Started {
+        stage: String,
+        step: StepId,
+        reasons: Vec<Reason>,
+    },
+    Finished {
+        stage: String,
+        step: StepId,
+        status: StepStatus,
+        elapsed: Duration,
+        error: Option<String>,
+    },
+    Blocked {
+        stage: String,
+        because: String,
+    },
+}
+
+pub trait Reporter: Send + Sync {
+    fn event(&self, e: Event);
+}
+
+/// How the run ended.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub ran: Vec<String>,
+    pub up_to_date: Vec<String>,
+    pub failed: Vec<String>,
+    pub blocked: Vec<String>,
+    pub interrupted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Blocked,
+}
+
+/// The stages a selection runs, in topological order.
+pub fn selection(dag: &Dag, until: Option<&str>, only: &[String]) -> Result<Vec<usize>> {
+    let set: BTreeSet<usize> = if !only.is_empty() {
+        only.iter()
+            .map(|s| dag.lookup(s, "--only"))
+            .collect::<Result<_>>()?
+    } else if let Some(u) = until {
+        dag.with_ancestors(dag.lookup(u, "--until")?)
+    } else {
+        (0..dag.stages().len()).collect()
+    };
+    Ok(dag
+        .order
+        .iter()
+        .copied()
+        .filter(|i| set.contains(i))
+        .collect())
+}
+
+/// Evaluates every selected stage as `status` and `--dry-run` show it: a stage
+/// whose upstream will run is reported with that reason.
+pub async fn evaluate_all(
+    planner: &mut Planner<'_>,
+    sel: &[usize],
+    force: &BTreeSet<usize>,
+) -> Result<Vec<Evaluation>> {
+    let mut stale: BTreeSet<usize> = BTreeSet::new();
+    let mut out = Vec::new();
+    for &i in sel {
+        let pending: Vec<String> = planner
+            .dag
+            .upstream(i)
+            .into_iter()
+            .filter(|u| stale.contains(u))
+            .map(|u| planner.dag.stages()[u].name.clone())
+            .collect();
+        let ev = planner.evaluate(i, &pending, force.contains(&i)).await?;
+        if matches!(ev.verdict, Verdict::Stale { .. }) {
+            stale.insert(i);
+        }
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+/// Finishes what a previous head process left: ingests result files of jobs
+/// that ended, waits for local jobs still running, marks the rest interrupted.
+pub async fn recover(ws: &Workspace, rep: &dyn Reporter) -> Result<()> {
+    for s in ws.store.unfinished_steps().await? {
+        let dir = ws.step_dir(s.id);
+        let alive = s.host.as_deref() == Some(crate::util::hostname().as_str())
+            && s.pid.is_some_and(|p| process_alive(p as u32, s.pid_start));
+        if alive {
+            rep.event(Event::Message(format!(
+                "re-attaching to step {} ({}), still running as pid {}",
+                s.id,
+                s.stage,
+                s.pid.unwrap_or(0)
+            )));
+            while s.pid.is_some_and(|p| process_alive(p as u32, s.pid_start)) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if job::read_result(&dir)?.is_some() {
+            let st = ingest(ws, s.id, None).await?;
+            rep.event(Event::Message(format!(
+                "recorded step {} ({}), which finished after its head process stopped: {st}",
+                s.id, s.stage
+            )));
+        } else {
+            ws.store
+                .mark_step(
+                    s.id,
+                    StepStatus::Interrupted,
+                    "the head process stopped before the step finished",
+                )
+                .await?;
+            rep.event(Event::Message(format!(
+                "step {} ({}) was interrupted when its head process stopped; it will run again if still needed",
+                s.id, s.stage
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a step's result file into the store. Returns the step's final status.
+pub async fn ingest(
+    ws: &Workspace,
+    id: StepId,
+    exit: Option<std::process::ExitStatus>,
+) -> Result<StepStatus> {
+    let dir = ws.step_dir(id);
+    let stage = ws.store.step(id).await?.stage;
+    ingest_items(ws, &stage, id).await?;
+    let Some(r) = job::read_result(&dir)? else {
+        let why = match exit {
+            Some(e) => format!(
+                "the job ended ({e}) without writing its result; see `pipeline log {stage}`"
+            ),
+            None => "the job ended without writing its result".to_string(),
+        };
+        let end = StepEnd {
+            status: StepStatus::Failed,
+            exit_code: exit.and_then(|e| e.code()),
+            error: Some(&why),
+            started_at: None,
+            finished_at: now_ms(),
+            peak_rss_kb: None,
+            host: None,
+        };
+        ws.store.finish_step(id, &end, &[]).await?;
+        return Ok(StepStatus::Failed);
+    };
+    let mut entries = Vec::new();
+    if r.succeeded {
+        for o in &r.outputs {
+            let blob = std::fs::read(dir.join(&o.entries_file))
+                .with_context(|| format!("reading the output listing of step {id}"))?;
+            entries.push(statcache::decode_stat(&blob)?);
+        }
+    }
+    let outputs: Vec<(String, ArtifactVersion)> = r
+        .outputs
+        .iter()
+        .zip(entries.iter())
+        .map(|(o, e)| {
+            (
+                o.name.clone(),
+                ArtifactVersion {
+                    path: &o.path,
+                    hash: &o.hash,
+                    size: o.size,
+                    is_dir: o.is_dir,
+                    entries: e,
+                },
+            )
+        })
+        .collect();
+    let status = if r.succeeded {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    };
+    let end = StepEnd {
+        status,
+        exit_code: r.exit_code,
+        error: r.error.as_deref(),
+        started_at: Some(r.started_at),
+        finished_at: r.finished_at,
+        peak_rss_kb: r.peak_rss_kb,
+        host: Some(&r.host),
+    };
+    ws.store.finish_step(id, &end, &outputs).await?;
+    Ok(status)
+}
+
+/// Ingests the per-item outcomes a sharded stage appended to `items.jsonl`.
+async fn ingest_items(ws: &Workspace, stage: &str, id: StepId) -> Result<()> {
+    let f = ws.step_dir(id).join("items.jsonl");
+    let Ok(text) = std::fs::read_to_string(&f) else {
+        return Ok(());
+    };
+    #[derive(serde::Deserialize)]
+    struct Item {
+        item: String,
+        status: String,
+        reason: Option<String>,
+    }
+    let items: Vec<(String, bool, Option<String>)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Item>(l).ok())
+        .map(|i| (i.item, i.status == "ok", i.reason))
+        .collect();
+    ws.store.record_items(stage, id, &items).await
+}
+
+struct Running {
+    stage: usize,
+    step: StepId,
+    pid: u32,
+    started: Instant,
+    cpus: usize,
+    gpus: Vec<u32>,
+}
+
+/// Runs the selected stale stages. The caller holds the workspace lock.
+pub async fn run(
+    ws: &Workspace,
+    dag: &Dag,
+    opts: &RunOptions,
+    rep: &dyn Reporter,
+) -> Result<Summary> {
+    recover(ws, rep).await?;
+    let sel = selection(dag, opts.until.as_deref(), &opts.only)?;
+    let force: BTreeSet<usize> = opts
+        .force
+        .iter()
+        .map(|s| dag.lookup(s, "--force"))
+        .collect::<Result<_>>()?;
+    let mut planner = Planner::new(ws, dag, &opts.profile);
+    let mut summary = Summary::default();
+    if opts.dry_run {
+        for ev in evaluate_all(&mut planner, &sel, &force).await? {
+            let stage = dag.stages()[ev.stage].name.clone();
+            match ev.verdict {
+                Verdict::Stale { reasons } => rep.event(Event::WouldRun { stage, reasons }),
+                _ => rep.event(Event::UpToDate { stage }),
+            }
+        }
+        return Ok(summary);
+    }
+    let exec = LocalExecutor::new(&ws.root)?;
+    let run_id = ws
+        .store
+        .begin_run(&NewRun {
+            command: &opts.command_line,
+            profile: &opts.profile,
+            executor: "local",
+        })
+        .await?;
+    let total_cpus = opts.jobs.max(1);
+    let mut free_cpus = total_cpus;
+    let mut free_gpus: Vec<u32> = local_gpus();
+    let total_gpus = free_gpus.len();
+    let have_gpus = total_gpus > 0;
+    let mut state: BTreeMap<usize, State> = sel.iter().map(|&i| (i, State::Waiting)).collect();
+    let mut running: BTreeMap<StepId, Running> = BTreeMap::new();
+    let mut tasks: JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)> = JoinSet::new();
+    let mut stop_launching = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        // Launch every waiting stage whose upstream is settled, while slots last.
+        if !stop_launching {
+            for &i in &sel {
+                if state[&i] != State::Waiting {
+                    continue;
+                }
+                let ups: Vec<usize> = dag
+                    .upstream(i)
+                    .into_iter()
+                    .filter(|u| state.contains_key(u))
+                    .collect();
+                if let Some(&bad) = ups
+                    .iter()
+                    .find(|u| matches!(state[u], State::Failed | State::Blocked))
+                {
+                    state.insert(i, State::Blocked);
+                    summary.blocked.push(dag.stages()[i].name.clone());
+                    rep.event(Event::Blocked {
+                        stage: dag.stages()[i].name.clone(),
+                        because: format!("upstream {} did not succeed", dag.stages()[bad].name),
+                    });
+                    continue;
+                }
+                if ups.iter().any(|u| state[u] != State::Done) {
+                    continue;
+                }
+                let spec = &dag.stages()[i];
+                let cpus = (spec.resources.cpus as usize).min(total_cpus);
+                let want_gpus = spec.resources.gpus as usize;
+                if cpus > free_cpus || want_gpus.min(total_gpus) > free_gpus.len() {
+                    continue;
+                }
+                let ev = planner.evaluate(i, &[], force.contains(&i)).await?;
+                let reasons = match &ev.verdict {
+                    Verdict::UpToDate { .. } | Verdict::Frozen => {
+                        state.insert(i, State::Done);
+                        summary.up_to_date.push(spec.name.clone());
+                        rep.event(Event::UpToDate {
+                            stage: spec.name.clone(),
+                        });
+                        continue;
+                    }
+                    Verdict::Stale { reasons } => reasons.clone(),
+                };
+                if let Some(missing) = reasons
+                    .iter()
+                    .find(|r| matches!(r, Reason::InputMissing { .. }))
+                {
+                    state.insert(i, State::Failed);
+                    summary.failed.push(spec.name.clone());
+                    rep.event(Event::Blocked {
+                        stage: spec.name.clone(),
+                        because: missing.to_string(),
+                    });
+                    if !opts.keep_going {
+                        stop_launching = true;
+                    }
+                    continue;
+                }
+                let gpus: Vec<u32> = if have_gpus {
+                    let n = want_gpus.min(free_gpus.len());
+                    free_gpus.drain(..n).collect()
+                } else {
+                    if want_gpus > 0 {
+                        rep.event(Event::Message(format!(
+                            "{} asks for {want_gpus} GPU(s) and this machine has none: it runs on the CPU",
+                            spec.name
+                        )));
+                    }
+                    Vec::new()
+                };
+                let step = queue_step(ws, run_id, spec, &ev, &reasons, &mut planner, cpus).await?;
+                let slots = Slots {
+                    threads: cpus,
+                    gpus: have_gpus.then(|| gpus.clone()),
+                };
+                let mut child = exec.spawn(step, &ws.step_dir(step), &slots)?;
+                let pid = child.id().context("the step's process has no pid")?;
+                ws.store
+                    .step_started(step, Some(pid), process_start(pid))
+                    .await?;
+                free_cpus -= cpus;
+                state.insert(i, State::Running);
+                running.insert(
+                    step,
+                    Running {
+                        stage: i,
+                        step,
+                        pid,
+                        started: Instant::now(),
+                        cpus,
+                        gpus,
+                    },
+                );
+                rep.event(Event::Started {
+                    stage: spec.name.clone(),
+                    step,
+                    reasons,
+                });
+                tasks.spawn(async move { (step, child.wait().await) });
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let (step, exit) = joined.context("a step task vanished")?.context("a step task panicked")?;
+                let r = running.remove(&step).context("an unknown step finished")?;
+                free_cpus += r.cpus;
+                free_gpus.extend(r.gpus);
+                free_gpus.sort();
+                let status = ingest(ws, step, exit.ok()).await?;
+                let spec = &dag.stages()[r.stage];
+                for o in &spec.outs {
+                    planner.invalidate(&o.path);
+                }
+                let rec = ws.store.step(step).await?;
+                rep.event(Event::Finished {
+                    stage: spec.name.clone(),
+                    step: r.step,
+                    status,
+                    elapsed: r.started.elapsed(),
+                    error: rec.error,
+                });
+                if status == StepStatus::Succeeded {
+                    state.insert(r.stage, State::Done);
+                    summary.ran.push(spec.name.clone());
+                } else {
+                    state.insert(r.stage, State::Failed);
+                    summary.failed.push(spec.name.clone());
+                    if !opts.keep_going {
+                        stop_launching = true;
+                    }
+                }
+            }
+            _ = &mut ctrl_c => {
+                rep.event(Event::Message("interrupted: stopping the running steps".into()));
+                interrupt(ws, &mut running, &mut tasks).await?;
+                summary.interrupted = true;
+                ws.store.finish_run(run_id, RunStatus::Interrupted).await?;
+                return Ok(summary);
+            }
+        }
+    }
+    let status = if summary.failed.is_empty() && summary.blocked.is_empty() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    ws.store.finish_run(run_id, status).await?;
+    Ok(summary)
+}
+
+async fn interrupt(
+    ws: &Workspace,
+    running: &mut BTreeMap<StepId, Running>,
+    tasks: &mut JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)>,
+) -> Result<()> {
+    for r in running.values() {
+        signal_group(r.pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tasks.is_empty() && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(200), tasks.join_next()).await;
+    }
+    for r in running.values() {
+        signal_group(r.pid, libc::SIGKILL);
+    }
+    for (id, _) in std::mem::take(running) {
+        ws.store
+            .mark_step(
+                id,
+                StepStatus::Interrupted,
+                "interrupted by the user (Ctrl-C)",
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn queue_step(
+    ws: &Workspace,
+    run: crate::store::RunId,
+    spec: &StageSpec,
+    ev: &Evaluation,
+    reasons: &[Reason],
+    planner: &mut Planner<'_>,
+    threads: usize,
+) -> Result<StepId> {
+    let fp = ev
+        .fingerprint
+        .as_ref()
+        .context("a stage with missing inputs cannot run")?;
+    let key = fp.key();
+    let params_json = serde_json::to_string(&fp.params)?;
+    let env_json = serde_json::to_string(&fp.env)?;
+    let outs_json = serde_json::to_string(&fp.outs)?;
+    let reason_text: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+    let hexes: Vec<String> = ev
+        .inputs
+        .iter()
+        .map(|(_, _, h)| h.hash.to_hex().to_string())
+        .collect();
+    let inputs: Vec<(String, ArtifactVersion)> = ev
+        .inputs
+        .iter()
+        .zip(&hexes)
+        .map(|((name, path, h), hex)| {
+            (
+                name.clone(),
+                ArtifactVersion {
+                    path: path.as_str(),
+                    hash: hex,
+                    size: h.size,
+                    is_dir: h.is_dir,
+                    entries: &h.entries,
+                },
+            )
+        })
+        .collect();
+    let step = ws
+        .store
+        .insert_step(
+            &NewStep {
+                run,
+                stage: &spec.name,
+                kind: spec.kind_name(),
+                shard: None,
+                fingerprint: &key,
+                code_version: &fp.code_version,
+                command: fp.command.as_deref(),
+                params_json: &params_json,
+                env_json: &env_json,
+                outs_json: &outs_json,
+                reason: &reason_text.join("; "),
+                executor: "local",
+            },
+            &inputs,
+        )
+        .await?;
+    let dir = ws.step_dir(step);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let action = match &spec.action {
+        Action::Builtin { kind } => JobAction::Builtin { kind: kind.clone() },
+        Action::Command { cmd, wdir } => JobAction::Command {
+            cmd: cmd.clone(),
+            wdir: wdir.as_ref().map(|w| w.to_string()),
+        },
+    };
+    let job = JobSpec {
+        step,
+        stage: spec.name.clone(),
+        action,
+        params: planner.params(ev.stage)?,
+        inputs: spec
+            .deps
+            .iter()
+            .map(|d| (d.name.clone(), d.path.to_string()))
+            .collect(),
+        outputs: spec
+            .outs
+            .iter()
+            .map(|o| JobOutput {
+                name: o.name.clone(),
+                path: o.path.to_string(),
+                persist: o.persist,
+            })
+            .collect(),
+        threads,
+        shard: None,
+    };
+    job::write_job(&dir, &job)?;
+    Ok(step)
+}

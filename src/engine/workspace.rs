@@ -1,0 +1,68 @@
+//! A workspace: the folder every data path is relative to, with its store
+//! in `.pipeline/` (`state.db`, one folder per step, per-stage item memos).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::paths::RelPath;
+use crate::hash::{self, HashStats, Hashed};
+use crate::store::{StepId, Store};
+
+pub struct Workspace {
+    pub root: PathBuf,
+    pub store: Store,
+}
+
+impl Workspace {
+    /// Opens the workspace at `root` (created if needed) and its store.
+    pub async fn open(root: &Path) -> Result<Workspace> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating the workspace {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("resolving the workspace {}", root.display()))?;
+        let store = Store::open(&root.join(".pipeline").join("state.db")).await?;
+        Ok(Workspace { root, store })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(".pipeline")
+    }
+
+    pub fn step_dir(&self, id: StepId) -> PathBuf {
+        step_dir(&self.root, id)
+    }
+
+    pub fn items_dir(&self, stage: &str) -> PathBuf {
+        self.state_dir().join("items").join(stage)
+    }
+
+    /// Hashes the artifact at `path` through the stat cache, updating the cache
+    /// when anything had to be read. `None` when nothing is there.
+    pub async fn hash(&self, path: &RelPath) -> Result<Option<(Hashed, HashStats)>> {
+        let cached = self.store.stat_get(path.as_str()).await?;
+        let abs = path.under(&self.root);
+        let cached_entries = cached.as_ref().map(|(_, e)| e.clone());
+        let result =
+            tokio::task::spawn_blocking(move || hash::hash_path(&abs, cached_entries.as_deref()))
+                .await
+                .context("the hashing task stopped")??;
+        if let Some((h, stats)) = &result {
+            let same = cached.as_ref().is_some_and(|(hash, e)| {
+                *hash == h.hash.to_hex().as_str() && e.len() == h.entries.len()
+            });
+            if stats.rehashed > 0 || !same {
+                self.store
+                    .stat_put(path.as_str(), h.hash.to_hex().as_str(), &h.entries)
+                    .await?;
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// The folder of step `id` under the workspace `root` (job file, log, result).
+pub fn step_dir(root: &Path, id: StepId) -> PathBuf {
+    root.join(".pipeline").join("steps").join(id.0.to_string())
+}

@@ -1,0 +1,93 @@
+//! The job files of a step: `job.json` (what to run, written by the head) and
+//! `result.json` (how it went, written atomically by the job).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::store::StepId;
+
+/// What a job runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    Builtin { kind: String },
+    Command { cmd: String, wdir: Option<String> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobOutput {
+    pub name: String,
+    pub path: String,
+    pub persist: bool,
+}
+
+/// `job.json`: everything a job needs, so a compute node never reads the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub step: StepId,
+    pub stage: String,
+    pub action: JobAction,
+    pub params: serde_json::Value,
+    /// name -> workspace-relative path.
+    pub inputs: BTreeMap<String, String>,
+    pub outputs: Vec<JobOutput>,
+    pub threads: usize,
+    pub shard: Option<(u32, u32)>,
+}
+
+/// One output as the job hashed it; its file entries (with stat) are in
+/// `entries_file`, packed as the stat cache packs them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputResult {
+    pub name: String,
+    pub path: String,
+    pub hash: String,
+    pub size: u64,
+    pub is_dir: bool,
+    pub file_count: u64,
+    pub entries_file: String,
+}
+
+/// `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub succeeded: bool,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub peak_rss_kb: Option<i64>,
+    pub host: String,
+    pub outputs: Vec<OutputResult>,
+}
+
+pub const JOB_FILE: &str = "job.json";
+pub const RESULT_FILE: &str = "result.json";
+pub const LOG_FILE: &str = "log";
+
+pub fn write_job(step_dir: &Path, job: &JobSpec) -> Result<()> {
+    crate::util::write_atomic(&step_dir.join(JOB_FILE), &serde_json::to_vec_pretty(job)?)
+}
+
+pub fn read_job(step_dir: &Path) -> Result<JobSpec> {
+    let f = step_dir.join(JOB_FILE);
+    let text =
+        std::fs::read(&f).with_context(|| format!("reading the job file {}", f.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a valid job file", f.display()))
+}
+
+/// The result file of a step, if the job wrote one.
+pub fn read_result(step_dir: &Path) -> Result<Option<JobResult>> {
+    let f: PathBuf = step_dir.join(RESULT_FILE);
+    match std::fs::read(&f) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!("{} is not a valid result file", f.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", f.display())),
+    }
+}

@@ -1,0 +1,214 @@
+//! `pipeline exec-step`: runs one step as a job, wherever it was sent.
+//!
+//! Built-in stages write into a staging folder inside the step's folder; only
+//! after the stage returns `Ok` are the outputs moved into place (a rename on
+//! the same file system). Command stages write in place, as DVC's do: their
+//! declared outputs are removed first (unless `persist`), so a crashed command
+//! leaves nothing that could pass for a result. Either way the result file is
+//! written last, atomically, and the head records nothing before reading it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::job::{read_job, JobAction, JobResult, JobSpec, OutputResult, RESULT_FILE};
+use crate::engine::workspace::step_dir;
+use crate::hash::{self, statcache};
+use crate::stages::{self, StageContext};
+use crate::store::StepId;
+use crate::util::{hostname, now_ms, write_atomic};
+
+/// Runs step `id` of the workspace at `root`; returns the process exit code.
+pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
+    let dir = step_dir(root, id);
+    let job = read_job(&dir)?;
+    let _ = std::fs::remove_file(dir.join(RESULT_FILE));
+    let started_at = now_ms();
+    let outcome = run_job(root, &dir, &job);
+    let (succeeded, exit_code, error, outputs) = match outcome {
+        Ok(RunOutcome::Exited(0)) => match hash_outputs(root, &dir, &job) {
+            Ok(outs) => (true, Some(0), None, outs),
+            Err(e) => (false, Some(0), Some(format!("{e:#}")), Vec::new()),
+        },
+        Ok(RunOutcome::Exited(code)) => (
+            false,
+            Some(code),
+            Some(format!("the command exited with status {code}")),
+            Vec::new(),
+        ),
+        Ok(RunOutcome::Signalled(sig)) => (
+            false,
+            None,
+            Some(format!("the command was killed by signal {sig}")),
+            Vec::new(),
+        ),
+        Err(e) => (false, Some(1), Some(format!("{e:#}")), Vec::new()),
+    };
+    if let Some(e) = &error {
+        eprintln!("pipeline: stage {} failed: {e}", job.stage);
+    }
+    let result = JobResult {
+        succeeded,
+        exit_code,
+        error,
+        started_at,
+        finished_at: now_ms(),
+        peak_rss_kb: peak_rss_kb(),
+        host: hostname(),
+        outputs,
+    };
+    write_atomic(&dir.join(RESULT_FILE), &serde_json::to_vec_pretty(&result)?)?;
+    Ok(if succeeded {
+        0
+    } else {
+        exit_code.filter(|c| *c != 0).unwrap_or(1)
+    })
+}
+
+enum RunOutcome {
+    Exited(i32),
+    Signalled(i32),
+}
+
+fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
+    match &job.action {
+        JobAction::Command { cmd, wdir } => {
+            for o in job.outputs.iter().filter(|o| !o.persist) {
+                remove(&root.join(&o.path))?;
+            }
+            for o in &job.outputs {
+                if let Some(parent) = root.join(&o.path).parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+            }
+            let cwd = match wdir {
+                Some(w) => root.join(w),
+                None => root.to_path_buf(),
+            };
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&cwd)
+                .env("PIPELINE_WORKSPACE", root)
+                .env("PIPELINE_STAGE", &job.stage)
+                .env("PIPELINE_STEP_DIR", dir)
+                .env("PIPELINE_PARAMS", job.params.to_string())
+                .status()
+                .with_context(|| format!("starting `sh -c` in {}", cwd.display()))?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(match (status.code(), status.signal()) {
+                (Some(c), _) => RunOutcome::Exited(c),
+                (None, Some(s)) => RunOutcome::Signalled(s),
+                (None, None) => RunOutcome::Exited(1),
+            })
+        }
+        JobAction::Builtin { kind } => {
+            let stage = stages::lookup(kind)?;
+            let staging = dir.join("staging");
+            remove(&staging)?;
+            let mut outputs = BTreeMap::new();
+            for o in &job.outputs {
+                let p = staging.join(&o.path);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                outputs.insert(o.name.clone(), p);
+            }
+            let inputs: BTreeMap<String, PathBuf> = job
+                .inputs
+                .iter()
+                .map(|(n, p)| (n.clone(), root.join(p)))
+                .collect();
+            let items_dir = root.join(".pipeline").join("items").join(&job.stage);
+            std::fs::create_dir_all(&items_dir)?;
+            let ctx = StageContext {
+                workspace: root,
+                stage: &job.stage,
+                params: &job.params,
+                inputs: &inputs,
+                outputs: &outputs,
+                step_dir: dir,
+                items_dir: &items_dir,
+                shard: job.shard,
+                threads: job.threads,
+            };
+            stage.run(&ctx)?;
+            if job.shard.is_none() {
+                for o in &job.outputs {
+                    let staged = &outputs[&o.name];
+                    if !staged.exists() {
+                        bail!(
+                            "stage {} ({kind}) finished without writing its output '{}'",
+                            job.stage,
+                            o.name
+                        );
+                    }
+                    let target = root.join(&o.path);
+                    remove(&target)?;
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::rename(staged, &target)
+                        .with_context(|| format!("moving {} into place", target.display()))?;
+                }
+            }
+            remove(&staging)?;
+            Ok(RunOutcome::Exited(0))
+        }
+    }
+}
+
+fn hash_outputs(root: &Path, dir: &Path, job: &JobSpec) -> Result<Vec<OutputResult>> {
+    if job.shard.is_some() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (i, o) in job.outputs.iter().enumerate() {
+        let abs = root.join(&o.path);
+        let Some((h, _)) = hash::hash_path(&abs, None)? else {
+            bail!(
+                "output '{}' does not exist after the stage ran: the stage must write every declared output",
+                o.path
+            );
+        };
+        let entries_file = format!("out-{i}.bin");
+        write_atomic(
+            &dir.join(&entries_file),
+            &statcache::encode_stat(&h.entries),
+        )?;
+        out.push(OutputResult {
+            name: o.name.clone(),
+            path: o.path.clone(),
+            hash: h.hash.to_hex().to_string(),
+            size: h.size,
+            is_dir: h.is_dir,
+            file_count: h.file_count(),
+            entries_file,
+        });
+    }
+    Ok(out)
+}
+
+fn remove(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))
+        }
+        Ok(_) => std::fs::remove_file(p).with_context(|| format!("removing {}", p.display())),
+    }
+}
+
+fn peak_rss_kb() -> Option<i64> {
+    let get = |who| {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        (unsafe { libc::getrusage(who, &mut u) } == 0).then_some(u.ru_maxrss)
+    };
+    let a = get(libc::RUSAGE_SELF)?;
+    let b = get(libc::RUSAGE_CHILDREN).unwrap_or(0);
+    Some(a.max(b))
+}

@@ -1,0 +1,112 @@
+//! The workspace lock: one `pipeline run` writes to a workspace at a time.
+//!
+//! The lock is a row holding the holder's pid, process start time, host and
+//! command. A lock whose holder is dead (same host, the pid gone or reused)
+//! is taken over with a message; a lock held from another host is never
+//! taken silently: `pipeline unlock` clears it once a person has checked.
+
+use anyhow::{bail, Result};
+use sqlx::Row;
+
+use super::Store;
+use crate::util::{hostname, now_ms, process_alive, process_start};
+
+/// The holder of a lock that was taken over.
+#[derive(Debug, Clone)]
+pub struct Stale {
+    pub pid: i64,
+    pub host: String,
+    pub started_at: i64,
+    pub command: String,
+}
+
+impl Store {
+    /// Takes the workspace lock for this process. Returns the dead holder it
+    /// replaced, if any, so the caller can say so.
+    pub async fn lock(&self, command: &str) -> Result<Option<Stale>> {
+        let me = std::process::id();
+        let host = hostname();
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let row = sqlx::query(
+                "SELECT pid, pid_start, host, started_at, command FROM lock WHERE id = 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            let mut stale = None;
+            if let Some(r) = row {
+                let pid: i64 = r.try_get("pid")?;
+                let pid_start: Option<i64> = r.try_get("pid_start")?;
+                let holder_host: String = r.try_get("host")?;
+                let started_at: i64 = r.try_get("started_at")?;
+                let cmd: String = r.try_get("command")?;
+                if holder_host != host {
+                    bail!(
+                        "the workspace is locked by pid {pid} on host {holder_host} ({cmd}), \
+                         started {}; if that process is gone, run `pipeline unlock`",
+                        crate::util::human_ms(now_ms() - started_at) + " ago"
+                    );
+                }
+                if pid as u32 != me && process_alive(pid as u32, pid_start) {
+                    bail!(
+                        "the workspace is locked by a running `{cmd}` (pid {pid}, started {} ago); \
+                         wait for it to finish or stop it",
+                        crate::util::human_ms(now_ms() - started_at)
+                    );
+                }
+                if pid as u32 != me {
+                    stale = Some(Stale {
+                        pid,
+                        host: holder_host,
+                        started_at,
+                        command: cmd,
+                    });
+                }
+            }
+            sqlx::query(
+                "INSERT OR REPLACE INTO lock (id, pid, pid_start, host, started_at, command) \
+                 VALUES (1, ?, ?, ?, ?, ?)",
+            )
+            .bind(me as i64)
+            .bind(process_start(me))
+            .bind(&host)
+            .bind(now_ms())
+            .bind(command)
+            .execute(&mut *conn)
+            .await?;
+            Ok(stale)
+        }
+        .await;
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut *conn).await?;
+        result
+    }
+
+    /// Releases the lock if this process holds it.
+    pub async fn unlock_mine(&self) -> Result<()> {
+        sqlx::query("DELETE FROM lock WHERE id = 1 AND pid = ? AND host = ?")
+            .bind(std::process::id() as i64)
+            .bind(hostname())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the lock whoever holds it (`pipeline unlock`). Returns the holder.
+    pub async fn unlock_any(&self) -> Result<Option<Stale>> {
+        let row = sqlx::query("SELECT pid, host, started_at, command FROM lock WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM lock").execute(&self.pool).await?;
+        row.map(|r| {
+            Ok(Stale {
+                pid: r.try_get("pid")?,
+                host: r.try_get("host")?,
+                started_at: r.try_get("started_at")?,
+                command: r.try_get("command")?,
+            })
+        })
+        .transpose()
+    }
+}

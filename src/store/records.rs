@@ -1,0 +1,629 @@
+//! Typed records of the store and the queries that read and write them.
+
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::Store;
+use crate::hash::statcache::{self, Entry, TreeFile};
+use crate::util::now_ms;
+
+/// A `pipeline run` invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunId(pub i64);
+
+/// One execution of a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StepId(pub i64);
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The life of a step: queued -> running -> one of the three ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "queued" => StepStatus::Queued,
+            "running" => StepStatus::Running,
+            "succeeded" => StepStatus::Succeeded,
+            "failed" => StepStatus::Failed,
+            "interrupted" => StepStatus::Interrupted,
+            other => bail!("the store holds an unknown step status '{other}'"),
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Interrupted
+        )
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+pub struct NewRun<'a> {
+    pub command: &'a str,
+    pub profile: &'a str,
+    pub executor: &'a str,
+}
+
+/// What the engine knows of a step when it queues it.
+pub struct NewStep<'a> {
+    pub run: RunId,
+    pub stage: &'a str,
+    pub kind: &'a str,
+    pub shard: Option<u32>,
+    pub fingerprint: &'a str,
+    pub code_version: &'a str,
+    pub command: Option<&'a str>,
+    pub params_json: &'a str,
+    pub env_json: &'a str,
+    pub outs_json: &'a str,
+    pub reason: &'a str,
+    pub executor: &'a str,
+}
+
+/// A step as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub id: StepId,
+    pub run_id: i64,
+    pub stage: String,
+    pub kind: String,
+    pub shard: Option<i64>,
+    pub fingerprint: String,
+    pub code_version: String,
+    pub command: Option<String>,
+    pub params_json: String,
+    pub env_json: String,
+    pub outs_json: String,
+    pub status: StepStatus,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub executor: String,
+    pub host: Option<String>,
+    pub pid: Option<i64>,
+    pub pid_start: Option<i64>,
+    pub slurm_job_id: Option<String>,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub peak_rss_kb: Option<i64>,
+}
+
+/// One recorded version of an artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    pub id: i64,
+    pub path: String,
+    pub hash: String,
+    pub size: i64,
+    pub file_count: i64,
+    pub is_dir: bool,
+    pub recorded_at: i64,
+    pub step_id: Option<i64>,
+}
+
+/// An input or output of a step: its declared name and the artifact version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Port {
+    pub name: String,
+    pub artifact: Artifact,
+}
+
+/// An artifact version to record: what hashing produced.
+pub struct ArtifactVersion<'a> {
+    pub path: &'a str,
+    pub hash: &'a str,
+    pub size: u64,
+    pub is_dir: bool,
+    pub entries: &'a [Entry],
+}
+
+/// How a finished step ended, as ingested from its result file.
+pub struct StepEnd<'a> {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
+    pub peak_rss_kb: Option<i64>,
+    pub host: Option<&'a str>,
+}
+
+const STEP_COLUMNS: &str = "id, run_id, stage, kind, shard, fingerprint, code_version, command, \
+    params_json, env_json, outs_json, status, reason, error, exit_code, executor, host, pid, \
+    pid_start, slurm_job_id, queued_at, started_at, finished_at, peak_rss_kb";
+
+const ARTIFACT_COLUMNS: &str = "id, path, hash, size, file_count, is_dir, recorded_at, step_id";
+
+fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
+    Ok(StepRecord {
+        id: StepId(r.try_get("id")?),
+        run_id: r.try_get("run_id")?,
+        stage: r.try_get("stage")?,
+        kind: r.try_get("kind")?,
+        shard: r.try_get("shard")?,
+        fingerprint: r.try_get("fingerprint")?,
+        code_version: r.try_get("code_version")?,
+        command: r.try_get("command")?,
+        params_json: r.try_get("params_json")?,
+        env_json: r.try_get("env_json")?,
+        outs_json: r.try_get("outs_json")?,
+        status: StepStatus::parse(r.try_get("status")?)?,
+        reason: r.try_get("reason")?,
+        error: r.try_get("error")?,
+        exit_code: r.try_get("exit_code")?,
+        executor: r.try_get("executor")?,
+        host: r.try_get("host")?,
+        pid: r.try_get("pid")?,
+        pid_start: r.try_get("pid_start")?,
+        slurm_job_id: r.try_get("slurm_job_id")?,
+        queued_at: r.try_get("queued_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        peak_rss_kb: r.try_get("peak_rss_kb")?,
+    })
+}
+
+fn artifact_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Artifact> {
+    Ok(Artifact {
+        id: r.try_get("id")?,
+        path: r.try_get("path")?,
+        hash: r.try_get("hash")?,
+        size: r.try_get("size")?,
+        file_count: r.try_get("file_count")?,
+        is_dir: r.try_get::<i64, _>("is_dir")? != 0,
+        recorded_at: r.try_get("recorded_at")?,
+        step_id: r.try_get("step_id")?,
+    })
+}
+
+impl Store {
+    pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId> {
+        let id = sqlx::query(
+            "INSERT INTO runs (started_at, status, command, host, pid, profile, executor) \
+             VALUES (?, 'running', ?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(run.command)
+        .bind(crate::util::hostname())
+        .bind(std::process::id() as i64)
+        .bind(run.profile)
+        .bind(run.executor)
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(RunId(id))
+    }
+
+    pub async fn finish_run(&self, run: RunId, status: RunStatus) -> Result<()> {
+        sqlx::query("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(now_ms())
+            .bind(run.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Queues a step and records its inputs, in one transaction.
+    pub async fn insert_step(
+        &self,
+        s: &NewStep<'_>,
+        inputs: &[(String, ArtifactVersion<'_>)],
+    ) -> Result<StepId> {
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query(
+            "INSERT INTO steps (run_id, stage, kind, shard, fingerprint, code_version, command, \
+             params_json, env_json, outs_json, status, reason, executor, queued_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        )
+        .bind(s.run.0)
+        .bind(s.stage)
+        .bind(s.kind)
+        .bind(s.shard.map(i64::from))
+        .bind(s.fingerprint)
+        .bind(s.code_version)
+        .bind(s.command)
+        .bind(s.params_json)
+        .bind(s.env_json)
+        .bind(s.outs_json)
+        .bind(s.reason)
+        .bind(s.executor)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .last_insert_rowid();
+        for (name, v) in inputs {
+            let aid = artifact_id(&mut tx, v, None).await?;
+            sqlx::query("INSERT INTO step_inputs (step_id, name, artifact_id) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(name)
+                .bind(aid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(StepId(id))
+    }
+
+    pub async fn step_started(
+        &self,
+        id: StepId,
+        pid: Option<u32>,
+        pid_start: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE steps SET status = 'running', started_at = ?, host = ?, pid = ?, pid_start = ? \
+             WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(crate::util::hostname())
+        .bind(pid.map(i64::from))
+        .bind(pid_start)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a step ended and, for a success, its outputs, in one
+    /// transaction: either all of it is recorded or none.
+    pub async fn finish_step(
+        &self,
+        id: StepId,
+        end: &StepEnd<'_>,
+        outputs: &[(String, ArtifactVersion<'_>)],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE steps SET status = ?, exit_code = ?, error = ?, started_at = COALESCE(?, started_at), \
+             finished_at = ?, peak_rss_kb = ?, host = COALESCE(?, host) WHERE id = ?",
+        )
+        .bind(end.status.as_str())
+        .bind(end.exit_code)
+        .bind(end.error)
+        .bind(end.started_at)
+        .bind(end.finished_at)
+        .bind(end.peak_rss_kb)
+        .bind(end.host)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        for (name, v) in outputs {
+            let aid = artifact_id(&mut tx, v, Some(id)).await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO step_outputs (step_id, name, artifact_id) VALUES (?, ?, ?)",
+            )
+            .bind(id.0)
+            .bind(name)
+            .bind(aid)
+            .execute(&mut *tx)
+            .await?;
+            put_stat(&mut tx, v.path, v.hash, v.entries).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn step(&self, id: StepId) -> Result<StepRecord> {
+        let r = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .with_context(|| format!("no step {id} in the store"))?;
+        step_from_row(&r)
+    }
+
+    /// The newest successful step of `stage` (whole-stage steps only).
+    pub async fn latest_success(&self, stage: &str) -> Result<Option<StepRecord>> {
+        let r = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? AND status = 'succeeded' \
+             AND shard IS NULL ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(stage)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(step_from_row).transpose()
+    }
+
+    /// The newest step of `stage`, whatever its status.
+    pub async fn latest_step(&self, stage: &str) -> Result<Option<StepRecord>> {
+        let r = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(stage)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(step_from_row).transpose()
+    }
+
+    /// Steps that were queued or running when their head process stopped.
+    pub async fn unfinished_steps(&self) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE status IN ('queued', 'running') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    /// Marks a step that will not finish, with the reason.
+    pub async fn mark_step(&self, id: StepId, status: StepStatus, error: &str) -> Result<()> {
+        sqlx::query("UPDATE steps SET status = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(error)
+            .bind(now_ms())
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn step_inputs(&self, id: StepId) -> Result<Vec<Port>> {
+        self.ports("step_inputs", id).await
+    }
+
+    pub async fn step_outputs(&self, id: StepId) -> Result<Vec<Port>> {
+        self.ports("step_outputs", id).await
+    }
+
+    async fn ports(&self, table: &str, id: StepId) -> Result<Vec<Port>> {
+        let rows = sqlx::query(&format!(
+            "SELECT p.name AS name, a.id AS id, a.path AS path, a.hash AS hash, a.size AS size, \
+             a.file_count AS file_count, a.is_dir AS is_dir, a.recorded_at AS recorded_at, \
+             a.step_id AS step_id FROM {table} p JOIN artifacts a ON a.id = p.artifact_id \
+             WHERE p.step_id = ? ORDER BY p.name"
+        ))
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Port {
+                    name: r.try_get("name")?,
+                    artifact: artifact_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest recorded version of the artifact at `path`.
+    pub async fn latest_artifact(&self, path: &str) -> Result<Option<Artifact>> {
+        let r = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE path = ? ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(artifact_from_row).transpose()
+    }
+
+    /// The version of `path` with content `hash` that a step produced, else
+    /// the first version recorded with that content.
+    pub async fn artifact_version(&self, path: &str, hash: &str) -> Result<Option<Artifact>> {
+        let r = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE path = ? AND hash = ? \
+             ORDER BY step_id IS NULL, id DESC LIMIT 1"
+        ))
+        .bind(path)
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(artifact_from_row).transpose()
+    }
+
+    /// The newest version of every artifact a step produced.
+    pub async fn produced_artifacts(&self) -> Result<Vec<Artifact>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN \
+             (SELECT MAX(id) FROM artifacts WHERE step_id IS NOT NULL GROUP BY path) ORDER BY path"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(artifact_from_row).collect()
+    }
+
+    /// Steps that read the artifact at `path` with content `hash`.
+    pub async fn consumers(&self, path: &str, hash: &str) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM steps s WHERE s.id IN (SELECT i.step_id FROM step_inputs i \
+             JOIN artifacts a ON a.id = i.artifact_id WHERE a.path = ? AND a.hash = ?) \
+             AND s.status = 'succeeded' ORDER BY s.id",
+            STEP_COLUMNS
+                .split(", ")
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(path)
+        .bind(hash)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    /// The stat-cache row of `path`: the hash and the entries it was computed from.
+    pub async fn stat_get(&self, path: &str) -> Result<Option<(String, Vec<Entry>)>> {
+        let r = sqlx::query("SELECT hash, entries FROM stat_cache WHERE path = ?")
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        match r {
+            None => Ok(None),
+            Some(r) => {
+                let blob: Vec<u8> = r.try_get("entries")?;
+                Ok(Some((r.try_get("hash")?, statcache::decode_stat(&blob)?)))
+            }
+        }
+    }
+
+    pub async fn stat_put(&self, path: &str, hash: &str, entries: &[Entry]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        put_stat(&mut tx, path, hash, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The file listing of a recorded folder version.
+    pub async fn tree(&self, hash: &str) -> Result<Option<Vec<TreeFile>>> {
+        let r = sqlx::query("SELECT listing FROM trees WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| statcache::decode_tree(&r.get::<Vec<u8>, _>("listing")))
+            .transpose()
+    }
+
+    /// Records the outcome of items of a sharded stage.
+    pub async fn record_items(
+        &self,
+        stage: &str,
+        step: StepId,
+        items: &[(String, bool, Option<String>)],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (item, ok, reason) in items {
+            sqlx::query(
+                "INSERT OR REPLACE INTO shard_items (stage, item, step_id, status, reason, recorded_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(stage)
+            .bind(item)
+            .bind(step.0)
+            .bind(if *ok { "ok" } else { "failed" })
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts of recorded items of a stage: (ok, failed).
+    pub async fn item_counts(&self, stage: &str) -> Result<(i64, i64)> {
+        let r = sqlx::query(
+            "SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed \
+             FROM shard_items WHERE stage = ?",
+        )
+        .bind(stage)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            r.try_get::<Option<i64>, _>("ok")?.unwrap_or(0),
+            r.try_get::<Option<i64>, _>("failed")?.unwrap_or(0),
+        ))
+    }
+}
+
+/// The id of the artifact version `v` (inserting it when new). A version a
+/// step produced is always a new row owned by that step.
+async fn artifact_id(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    v: &ArtifactVersion<'_>,
+    producer: Option<StepId>,
+) -> Result<i64> {
+    if producer.is_none() {
+        let existing: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM artifacts WHERE path = ? AND hash = ? \
+             ORDER BY step_id IS NULL, id DESC LIMIT 1",
+        )
+        .bind(v.path)
+        .bind(v.hash)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((id,)) = existing {
+            return Ok(id);
+        }
+    }
+    if v.is_dir {
+        sqlx::query("INSERT OR IGNORE INTO trees (hash, listing) VALUES (?, ?)")
+            .bind(v.hash)
+            .bind(statcache::encode_tree(v.entries))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let id = sqlx::query(
+        "INSERT INTO artifacts (path, hash, size, file_count, is_dir, recorded_at, step_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(v.path)
+    .bind(v.hash)
+    .bind(v.size as i64)
+    .bind(v.entries.len() as i64)
+    .bind(v.is_dir as i64)
+    .bind(now_ms())
+    .bind(producer.map(|s| s.0))
+    .execute(&mut **tx)
+    .await?
+    .last_insert_rowid();
+    Ok(id)
+}
+
+async fn put_stat(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    path: &str,
+    hash: &str,
+    entries: &[Entry],
+) -> Result<()> {
+    sqlx::query("INSERT OR REPLACE INTO stat_cache (path, hash, entries) VALUES (?, ?, ?)")
+        .bind(path)
+        .bind(hash)
+        .bind(statcache::encode_stat(entries))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
