@@ -168,7 +168,7 @@ pub fn main() -> i32 {
 }
 
 fn load_dag(cli: &Cli) -> Result<Dag> {
-    Dag::build(def::load(&cli.file)?)
+    Dag::build(def::load(&cli.file, &cli.profile)?)
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {

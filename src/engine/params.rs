@@ -99,9 +99,18 @@ impl std::fmt::Display for ParamChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Option<Value>| match v {
             None => "(unset)".to_string(),
-            Some(v) => v.to_string(),
+            Some(v) => show_value(v),
         };
         write!(f, "{} {} -> {}", self.key, show(&self.old), show(&self.new))
+    }
+}
+
+/// A value as a person writes it: small and large floats in scientific
+/// notation (`1e-4`, not `0.0001`), everything else as JSON.
+fn show_value(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if v.is_f64() && f != 0.0 && (f.abs() < 1e-3 || f.abs() >= 1e7) => format!("{f:e}"),
+        _ => v.to_string(),
     }
 }
 
@@ -155,7 +164,7 @@ mod tests {
             s,
             vec![
                 "gone 1 -> (unset)",
-                "lr 0.0001 -> 3e-5",
+                "lr 1e-4 -> 3e-5",
                 "new (unset) -> true"
             ]
         );

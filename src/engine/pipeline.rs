@@ -138,6 +138,9 @@ struct RawStage {
     executor: Option<String>,
     #[allow(dead_code)]
     meta: Option<Value>,
+    /// The profiles this stage belongs to (all when absent): the demo's `synth`
+    /// stands in for the paper's `download` and `voxceleb_subset`.
+    profiles: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -182,8 +185,9 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T> {
     serde_yaml::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))
 }
 
-/// Reads and checks the pipeline file and every manifest it names.
-pub fn load(file: &Path) -> Result<Pipeline> {
+/// Reads and checks the pipeline file and every manifest it names, keeping
+/// the stages that belong to `profile`.
+pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
     let raw: RawPipeline = read_yaml(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
     let config_dir = base.join(raw.config.as_deref().unwrap_or("../config"));
@@ -200,13 +204,24 @@ pub fn load(file: &Path) -> Result<Pipeline> {
                 (read_yaml::<RawStage>(&m)?, m)
             }
             Some(RawStage {
-                manifest: Some(m), ..
+                manifest: Some(m),
+                profiles,
+                ..
             }) => {
                 let m = base.join(m);
-                (read_yaml::<RawStage>(&m)?, m)
+                let mut raw = read_yaml::<RawStage>(&m)?;
+                if profiles.is_some() {
+                    raw.profiles = profiles;
+                }
+                (raw, m)
             }
             Some(inline) => (inline, file.to_path_buf()),
         };
+        if let Some(ps) = &raw.profiles {
+            if !ps.iter().any(|p| p == profile) {
+                continue;
+            }
+        }
         let spec = interpret(&name, raw, &defined_in)
             .map_err(|e| anyhow!("{}: stage '{name}': {e}", defined_in.display()))?;
         stages.push(spec);

@@ -461,6 +461,24 @@ pub async fn run(
             }
         }
     }
+    for &i in &sel {
+        if state[&i] != State::Waiting {
+            continue;
+        }
+        let failed_up = dag
+            .with_ancestors(i)
+            .into_iter()
+            .find(|u| matches!(state.get(u), Some(State::Failed)));
+        let because = match failed_up {
+            Some(u) => format!("upstream {} did not succeed", dag.stages()[u].name),
+            None => "the run stopped after a failure (--keep-going runs independent stages)".into(),
+        };
+        summary.blocked.push(dag.stages()[i].name.clone());
+        rep.event(Event::Blocked {
+            stage: dag.stages()[i].name.clone(),
+            because,
+        });
+    }
     let status = if summary.failed.is_empty() && summary.blocked.is_empty() {
         RunStatus::Succeeded
     } else {

@@ -41,17 +41,25 @@ impl Workspace {
     /// Hashes the artifact at `path` through the stat cache, updating the cache
     /// when anything had to be read. `None` when nothing is there.
     pub async fn hash(&self, path: &RelPath) -> Result<Option<(Hashed, HashStats)>> {
-        let cached = self.store.stat_get(path.as_str()).await?;
-        let abs = path.under(&self.root);
-        let cached_entries = cached.as_ref().map(|(_, e)| e.clone());
-        let result =
-            tokio::task::spawn_blocking(move || hash::hash_path(&abs, cached_entries.as_deref()))
-                .await
-                .context("the hashing task stopped")??;
-        if let Some((h, stats)) = &result {
-            let same = cached.as_ref().is_some_and(|(hash, e)| {
-                *hash == h.hash.to_hex().as_str() && e.len() == h.entries.len()
+        let cached = self
+            .store
+            .stat_get(path.as_str())
+            .await?
+            .and_then(|(hash, entries)| {
+                blake3::Hash::from_hex(&hash)
+                    .ok()
+                    .map(|hash| hash::Cached { hash, entries })
             });
+        let abs = path.under(&self.root);
+        let (result, seen) = tokio::task::spawn_blocking(move || {
+            let r = hash::hash_path(&abs, cached.as_ref());
+            (r, cached.map(|c| (c.hash, c.entries.len())))
+        })
+        .await
+        .context("the hashing task stopped")?;
+        let result = result?;
+        if let Some((h, stats)) = &result {
+            let same = seen.is_some_and(|(hash, n)| hash == h.hash && n == h.entries.len());
             if stats.rehashed > 0 || !same {
                 self.store
                     .stat_put(path.as_str(), h.hash.to_hex().as_str(), &h.entries)

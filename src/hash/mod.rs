@@ -80,9 +80,15 @@ pub fn hash_file(path: &Path, size: u64) -> Result<blake3::Hash> {
     Ok(hasher.finalize())
 }
 
+/// What the stat cache remembers of one artifact.
+pub struct Cached {
+    pub hash: blake3::Hash,
+    pub entries: Vec<Entry>,
+}
+
 /// Hashes the file or folder at `path`, reusing `cached` entries whose stat
 /// still matches. Returns `Ok(None)` when nothing exists at `path`.
-pub fn hash_path(path: &Path, cached: Option<&[Entry]>) -> Result<Option<(Hashed, HashStats)>> {
+pub fn hash_path(path: &Path, cached: Option<&Cached>) -> Result<Option<(Hashed, HashStats)>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -94,7 +100,8 @@ pub fn hash_path(path: &Path, cached: Option<&[Entry]>) -> Result<Option<(Hashed
     } else {
         vec![(String::new(), StatKey::of(&meta))]
     };
-    let cached = cached.unwrap_or(&[]);
+    let cached_root = cached.map(|c| c.hash);
+    let cached = cached.map(|c| c.entries.as_slice()).unwrap_or(&[]);
     // Both lists are sorted by path: a merge finds the reusable entries.
     let mut reuse: Vec<Option<blake3::Hash>> = Vec::with_capacity(seen.len());
     let mut j = 0;
@@ -131,7 +138,14 @@ pub fn hash_path(path: &Path, cached: Option<&[Entry]>) -> Result<Option<(Hashed
         rehashed: entries.len() as u64 - reused,
     };
     let size = entries.iter().map(|e| e.stat.size).sum();
-    let hash = if is_dir {
+    let hash = if is_dir
+        && stats.rehashed == 0
+        && entries.len() == cached.len()
+        && cached_root.is_some()
+    {
+        // Every entry matched the cache one for one: the root cannot have changed.
+        cached_root.expect("checked")
+    } else if is_dir {
         merkle::root(&entries)
     } else {
         entries[0].hash

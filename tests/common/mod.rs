@@ -1,0 +1,103 @@
+//! Shared fixtures: a temporary workspace with a pipeline file, and the real
+//! `pipeline` binary run as a child process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+}
+
+impl Ws {
+    pub fn new(pipeline_yaml: &str) -> Ws {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pipeline.yaml"), pipeline_yaml).unwrap();
+        Ws { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        c.arg("-f")
+            .arg(self.path("pipeline.yaml"))
+            .arg("-w")
+            .arg(self.root());
+        c.env_remove("CUDA_VISIBLE_DEVICES");
+        c
+    }
+
+    /// Runs the binary with `args`; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let o: Output = self.cmd().args(args).output().expect("running pipeline");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// Runs and asserts success; returns stderr (where progress goes).
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "pipeline {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        format!("{out}{err}")
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let (code, out, err) = self.run(&["status", "--json"]);
+        assert_eq!(code, 0, "status failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Stage name -> (state, reasons as text).
+    pub fn status(&self) -> Vec<(String, String, Vec<String>)> {
+        let v = self.status_json();
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["stage"].as_str().unwrap().to_string(),
+                    s["state"].as_str().unwrap().to_string(),
+                    s["why"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|w| w.as_str().unwrap().to_string())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The stages a `run` started, from its progress lines.
+    pub fn ran(output: &str) -> Vec<String> {
+        output
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("start"))
+            .map(|l| l.trim().split(' ').next().unwrap().to_string())
+            .collect()
+    }
+}

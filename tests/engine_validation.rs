@@ -1,0 +1,162 @@
+//! Every pipeline-definition error gets one clear message naming the file,
+//! line or stage, and what to do.
+
+mod common;
+use common::Ws;
+
+fn err_of(yaml: &str, args: &[&str]) -> String {
+    let ws = Ws::new(yaml);
+    let (code, out, err) = ws.run(args);
+    assert_ne!(code, 0, "expected a failure, got success: {out}{err}");
+    err
+}
+
+#[test]
+fn yaml_syntax_error_names_file_and_line() {
+    let e = err_of("stages:\n  a:\n    cmd: echo\n   outs: [x]\n", &["dag"]);
+    assert!(e.contains("pipeline.yaml"), "{e}");
+    assert!(e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_line() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: echo hi > x\n    outz: [x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("unknown field `outz`"), "{e}");
+    assert!(e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn missing_input_names_stage_and_path() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: cat nothere.txt > x\n    deps: [nothere.txt]\n    outs: [x]\n",
+        &["run"],
+    );
+    assert!(e.contains("stage 'a' reads 'nothere.txt'"), "{e}");
+    assert!(e.contains("no stage produces"), "{e}");
+}
+
+#[test]
+fn two_stages_writing_one_output() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: echo > x\n    outs: [x]\n  b:\n    cmd: echo > x\n    outs: [x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("stages 'a' and 'b' both write 'x'"), "{e}");
+}
+
+#[test]
+fn nested_outputs_are_rejected() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: mkdir -p d\n    outs: [d]\n  b:\n    cmd: echo > d/x\n    outs: [d/x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("overlaps"), "{e}");
+}
+
+#[test]
+fn a_cycle_is_printed() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: cat c > a\n    deps: [c]\n    outs: [a]\n  b:\n    cmd: cat a > b\n    deps: [a]\n    outs: [b]\n  c:\n    cmd: cat b > c\n    deps: [b]\n    outs: [c]\n",
+        &["dag"],
+    );
+    assert!(e.contains("cycle"), "{e}");
+    // The cycle is printed as a path that returns to where it starts.
+    let printed = e
+        .split("cycle: ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim();
+    let names: Vec<&str> = printed.split(" -> ").collect();
+    assert_eq!(names.len(), 4, "{e}");
+    assert_eq!(names[0], names[3], "{e}");
+    for n in ["a", "b", "c"] {
+        assert!(names.contains(&n), "{e}");
+    }
+}
+
+#[test]
+fn paths_escaping_the_workspace() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: echo > ../x\n    outs: [../x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("escapes the workspace"), "{e}");
+    assert!(e.contains("stage 'a'"), "{e}");
+    let e = err_of(
+        "stages:\n  a:\n    cmd: echo\n    deps: [/etc/passwd]\n    outs: [x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("absolute"), "{e}");
+}
+
+#[test]
+fn unknown_stage_in_until_lists_the_stages() {
+    let e = err_of(
+        "stages:\n  a:\n    cmd: echo > x\n    outs: [x]\n",
+        &["run", "--until", "stage9"],
+    );
+    assert!(e.contains("--until stage9: no such stage"), "{e}");
+    assert!(e.contains("stages: a"), "{e}");
+}
+
+#[test]
+fn unknown_kind_and_unimplemented_kind() {
+    let e = err_of(
+        "stages:\n  a:\n    kind: frobnicate\n    outs: [x]\n",
+        &["dag"],
+    );
+    assert!(e.contains("unknown kind 'frobnicate'"), "{e}");
+    // A kind the pipeline knows but this build lacks fails its step: never a fake success.
+    let ws = Ws::new("stages:\n  a:\n    kind: report\n    params: {}\n    outs: {report: r}\n");
+    let (code, out, err) = ws.run(&["run"]);
+    if code == 0 {
+        assert!(
+            ws.path("r").exists(),
+            "a successful report step must write its output"
+        );
+    } else {
+        let all = format!("{out}{err}");
+        assert!(all.contains("not implemented yet"), "{all}");
+        let (_, log, _) = ws.run(&["log", "a"]);
+        assert!(
+            log.contains("stage kind report is not implemented yet"),
+            "{log}"
+        );
+        assert_eq!(ws.status()[0].1, "stale");
+    }
+}
+
+#[test]
+fn the_shipped_pipeline_is_valid_for_both_profiles() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for profile in ["demo", "paper"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .current_dir(root)
+            .args(["--profile", profile, "dag", "--format", "dot"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dot = String::from_utf8_lossy(&out.stdout);
+        assert!(dot.contains("\"stage1\" -> \"stage2\""), "{dot}");
+        assert!(dot.contains("\"elements\" -> \"stage1\""), "{dot}");
+        let source = if profile == "demo" {
+            "synth"
+        } else {
+            "download"
+        };
+        assert!(
+            dot.contains(&format!("\"{source}\" -> \"seedvc\"")),
+            "{dot}"
+        );
+    }
+}
