@@ -20,7 +20,10 @@ use crate::store::{StepId, StepRecord};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
-    NeverRan,
+    /// No successful step yet; `last_attempt` tells how the newest attempt ended.
+    NeverRan {
+        last_attempt: Option<String>,
+    },
     Forced,
     AlwaysChanged,
     ParamsChanged {
@@ -72,7 +75,10 @@ pub enum Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::NeverRan => write!(f, "never ran"),
+            Reason::NeverRan { last_attempt: None } => write!(f, "never ran"),
+            Reason::NeverRan {
+                last_attempt: Some(a),
+            } => write!(f, "never succeeded: {a}"),
             Reason::Forced => write!(f, "forced (--force)"),
             Reason::AlwaysChanged => write!(f, "always_changed is set"),
             Reason::ParamsChanged { changes } => {
@@ -275,7 +281,19 @@ impl<'a> Planner<'a> {
             reasons.push(Reason::AlwaysChanged);
         }
         match &last {
-            None => reasons.push(Reason::NeverRan),
+            None => {
+                let last_attempt = self
+                    .ws
+                    .store
+                    .latest_step(&spec.name)
+                    .await?
+                    .filter(|s| s.status.is_finished())
+                    .map(|s| match s.error {
+                        Some(e) => format!("step {} {} ({e})", s.id, s.status),
+                        None => format!("step {} {}", s.id, s.status),
+                    });
+                reasons.push(Reason::NeverRan { last_attempt })
+            }
             Some(last) => {
                 if let Some(fp) = &fp {
                     reasons.extend(self.compare(spec, last, fp, &inputs).await?);

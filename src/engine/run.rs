@@ -133,16 +133,22 @@ pub async fn evaluate_all(
 pub async fn recover(ws: &Workspace, rep: &dyn Reporter) -> Result<()> {
     for s in ws.store.unfinished_steps().await? {
         let dir = ws.step_dir(s.id);
-        let alive = s.host.as_deref() == Some(crate::util::hostname().as_str())
-            && s.pid.is_some_and(|p| process_alive(p as u32, s.pid_start));
-        if alive {
+        let here = crate::util::hostname();
+        // The job's own pid file covers a head that died before recording the pid.
+        let proc = job::read_pid(&dir)
+            .filter(|(_, _, host)| *host == here)
+            .map(|(pid, start, _)| (pid, Some(start)))
+            .or_else(|| {
+                (s.host.as_deref() == Some(here.as_str()))
+                    .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
+                    .flatten()
+            });
+        if let Some((pid, start)) = proc.filter(|(p, st)| process_alive(*p, *st)) {
             rep.event(Event::Message(format!(
-                "re-attaching to step {} ({}), still running as pid {}",
-                s.id,
-                s.stage,
-                s.pid.unwrap_or(0)
+                "re-attaching to step {} ({}), still running as pid {pid}",
+                s.id, s.stage
             )));
-            while s.pid.is_some_and(|p| process_alive(p as u32, s.pid_start)) {
+            while process_alive(pid, start) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -67,6 +67,18 @@ pub struct JobResult {
 pub const JOB_FILE: &str = "job.json";
 pub const RESULT_FILE: &str = "result.json";
 pub const LOG_FILE: &str = "log";
+pub const PID_FILE: &str = "pid";
+
+/// The job's own record of its process: (pid, start time, host).
+pub fn read_pid(step_dir: &Path) -> Option<(u32, i64, String)> {
+    let text = std::fs::read_to_string(step_dir.join(PID_FILE)).ok()?;
+    let mut it = text.split_whitespace();
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.to_string(),
+    ))
+}
 
 pub fn write_job(step_dir: &Path, job: &JobSpec) -> Result<()> {
     crate::util::write_atomic(&step_dir.join(JOB_FILE), &serde_json::to_vec_pretty(job)?)

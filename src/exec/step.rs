@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::job::{read_job, JobAction, JobResult, JobSpec, OutputResult, RESULT_FILE};
+use super::job::{read_job, JobAction, JobResult, JobSpec, OutputResult, PID_FILE, RESULT_FILE};
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
 use crate::stages::{self, StageContext};
@@ -25,6 +25,14 @@ pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
     let dir = step_dir(root, id);
     let job = read_job(&dir)?;
     let _ = std::fs::remove_file(dir.join(RESULT_FILE));
+    // The head records this pid too, but it may die before it does: the file
+    // lets the next head re-attach instead of starting a second copy.
+    let me = std::process::id();
+    let start = crate::util::process_start(me).unwrap_or(0);
+    write_atomic(
+        &dir.join(PID_FILE),
+        format!("{me} {start} {}\n", hostname()).as_bytes(),
+    )?;
     let started_at = now_ms();
     let outcome = run_job(root, &dir, &job);
     let (succeeded, exit_code, error, outputs) = match outcome {

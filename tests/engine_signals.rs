@@ -1,0 +1,117 @@
+//! The workspace lock, re-attaching after the head process dies, and Ctrl-C.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Ws;
+
+fn wait_for(path: &std::path::Path, secs: u64) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn job_pid(ws: &Ws, step: u32) -> u32 {
+    let text = ws.read(&format!(".pipeline/steps/{step}/pid"));
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn alive(pid: u32) -> bool {
+    pipeline::util::process_start(pid).is_some()
+}
+
+#[test]
+fn a_live_lock_is_respected() {
+    let ws =
+        Ws::new("stages:\n  slow:\n    cmd: sleep 2; echo done > out.txt\n    outs: [out.txt]\n");
+    let mut first = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    let (code, _, err) = ws.run(&["run"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the workspace is locked by a running"),
+        "{err}"
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(ws.read("out.txt"), "done\n");
+}
+
+#[test]
+fn a_dead_head_is_taken_over_and_its_running_step_reattached() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: echo run >> runs.log; sleep 1.5; echo done > out.txt\n    outs: [out.txt]\n  \
+         next:\n    cmd: cp out.txt next.txt\n    deps: [out.txt]\n    outs: [next.txt]\n",
+    );
+    let mut head = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let job = job_pid(&ws, 1);
+    assert!(alive(job), "the step outlives its head");
+    let out = ws.ok(&["run"]);
+    assert!(out.contains("took over the workspace lock"), "{out}");
+    assert!(out.contains("re-attaching to step 1 (slow)"), "{out}");
+    assert_eq!(Ws::ran(&out), ["next"], "{out}");
+    assert_eq!(ws.read("runs.log"), "run\n", "the slow step ran once");
+    assert_eq!(ws.read("next.txt"), "done\n");
+}
+
+#[test]
+fn ctrl_c_stops_the_steps_and_records_them_interrupted() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: sleep $(cat delay); echo done > out.txt\n    outs: [out.txt]\n",
+    );
+    ws.write("delay", "30");
+    let mut head = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    let job = job_pid(&ws, 1);
+    let t = Instant::now();
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(head.id() as i32, libc::SIGINT) };
+    let status = head.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "Ctrl-C took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+    let t = Instant::now();
+    while alive(job) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(job), "the step's process was stopped");
+    let v = ws.status_json();
+    assert_eq!(v["stages"][0]["last_step"]["status"], "interrupted");
+    assert_eq!(v["stages"][0]["state"], "stale");
+    assert!(!ws.path("out.txt").exists());
+    // The lock was released, not left for the next run to take over.
+    ws.write("delay", "0");
+    let out = ws.ok(&["run"]);
+    assert!(!out.contains("took over"), "{out}");
+    assert!(
+        out.contains("interrupted"),
+        "status shows the earlier interruption as the reason: {out}"
+    );
+}
