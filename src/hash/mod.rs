@@ -138,17 +138,12 @@ pub fn hash_path(path: &Path, cached: Option<&Cached>) -> Result<Option<(Hashed,
         rehashed: entries.len() as u64 - reused,
     };
     let size = entries.iter().map(|e| e.stat.size).sum();
-    let hash = if is_dir
-        && stats.rehashed == 0
-        && entries.len() == cached.len()
-        && cached_root.is_some()
-    {
-        // Every entry matched the cache one for one: the root cannot have changed.
-        cached_root.expect("checked")
-    } else if is_dir {
-        merkle::root(&entries)
-    } else {
-        entries[0].hash
+    // When every entry matched the cache one for one, the root cannot have changed.
+    let unchanged = stats.rehashed == 0 && entries.len() == cached.len();
+    let hash = match (is_dir, cached_root) {
+        (true, Some(root)) if unchanged => root,
+        (true, _) => merkle::root(&entries),
+        (false, _) => entries[0].hash,
     };
     Ok(Some((
         Hashed {
