@@ -277,3 +277,21 @@ fn lineage_and_verify() {
     assert_eq!(code, 1);
     assert!(err.contains("no recorded artifact"), "{err}");
 }
+
+#[test]
+fn a_changed_code_version_is_named() {
+    let ws = Ws::new("stages:\n  a:\n    cmd: echo hi > a.txt\n    outs: [a.txt]\n");
+    ws.ok(&["run"]);
+    // Record the step as made by an older implementation, as after an upgrade.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}", ws.path(".pipeline/state.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE steps SET code_version = 'cmd-0', fingerprint = 'old'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    assert_eq!(ws.status()[0].2, ["code version changed: cmd-0 -> cmd"]);
+}

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -179,7 +180,7 @@ pub struct Evaluation {
     /// Complete only when every input exists.
     pub fingerprint: Option<Fingerprint>,
     pub key: Option<String>,
-    pub inputs: Vec<(String, RelPath, Hashed)>,
+    pub inputs: Vec<(String, RelPath, Arc<Hashed>)>,
 }
 
 /// Evaluates stages, hashing each artifact at most once per planner.
@@ -187,7 +188,7 @@ pub struct Planner<'a> {
     pub ws: &'a Workspace,
     pub dag: &'a Dag,
     pub profile: &'a str,
-    hashed: HashMap<RelPath, Option<Hashed>>,
+    hashed: HashMap<RelPath, Option<Arc<Hashed>>>,
     /// Resolved params per stage (resolution reads files; do it once).
     params: HashMap<usize, serde_json::Value>,
 }
@@ -208,11 +209,11 @@ impl<'a> Planner<'a> {
         self.hashed.retain(|p, _| !p.overlaps(path));
     }
 
-    async fn hash(&mut self, path: &RelPath) -> Result<Option<Hashed>> {
+    async fn hash(&mut self, path: &RelPath) -> Result<Option<Arc<Hashed>>> {
         if let Some(h) = self.hashed.get(path) {
             return Ok(h.clone());
         }
-        let h = self.ws.hash(path).await?.map(|(h, _)| h);
+        let h = self.ws.hash(path).await?.map(|(h, _)| Arc::new(h));
         self.hashed.insert(path.clone(), h.clone());
         Ok(h)
     }
@@ -354,7 +355,7 @@ impl<'a> Planner<'a> {
         spec: &StageSpec,
         last: &StepRecord,
         fp: &Fingerprint,
-        inputs: &[(String, RelPath, Hashed)],
+        inputs: &[(String, RelPath, Arc<Hashed>)],
     ) -> Result<Vec<Reason>> {
         if last.fingerprint == fp.key() {
             return Ok(Vec::new());
@@ -485,7 +486,7 @@ pub fn code_of(spec: &StageSpec) -> (String, Option<String>) {
 pub fn fingerprint(
     spec: &StageSpec,
     params: &serde_json::Value,
-    inputs: &[(String, RelPath, Hashed)],
+    inputs: &[(String, RelPath, Arc<Hashed>)],
 ) -> Fingerprint {
     let (code_version, command) = code_of(spec);
     let mut ins: Vec<(String, String, String)> = inputs

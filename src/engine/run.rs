@@ -435,6 +435,7 @@ pub async fn run(
                 free_gpus.extend(r.gpus);
                 free_gpus.sort();
                 let status = ingest(ws, step, exit.ok()).await?;
+                tracing::info!(step = step.0, status = status.as_str(), "step ingested");
                 let spec = &dag.stages()[r.stage];
                 for o in &spec.outs {
                     planner.invalidate(&o.path);

@@ -41,6 +41,7 @@ impl Workspace {
     /// Hashes the artifact at `path` through the stat cache, updating the cache
     /// when anything had to be read. `None` when nothing is there.
     pub async fn hash(&self, path: &RelPath) -> Result<Option<(Hashed, HashStats)>> {
+        let t = std::time::Instant::now();
         let cached = self
             .store
             .stat_get(path.as_str())
@@ -58,6 +59,13 @@ impl Workspace {
         .await
         .context("the hashing task stopped")?;
         let result = result?;
+        tracing::debug!(
+            path = path.as_str(),
+            elapsed_ms = t.elapsed().as_secs_f64() * 1000.0,
+            reused = result.as_ref().map(|r| r.1.reused),
+            rehashed = result.as_ref().map(|r| r.1.rehashed),
+            "hashed"
+        );
         if let Some((h, stats)) = &result {
             let same = seen.is_some_and(|(hash, n)| hash == h.hash && n == h.entries.len());
             if stats.rehashed > 0 || !same {
