@@ -15,6 +15,7 @@ use pipeline::engine::plan::{Planner, Verdict};
 use pipeline::engine::run::{self, RunOptions};
 use pipeline::engine::workspace::Workspace;
 use pipeline::engine::{lineage, pipeline as def};
+use pipeline::exec::slurm::ClusterConfig;
 use pipeline::store::StepId;
 
 #[derive(Parser)]
@@ -105,6 +106,13 @@ struct RunArgs {
     /// Go on with independent stages after a failure.
     #[arg(long)]
     keep_going: bool,
+    /// Where steps run: on this machine, or submitted to Slurm with sbatch
+    /// (a stage's own `executor:` wins; see config/cluster.yaml).
+    #[arg(long, value_enum, default_value = "local")]
+    executor: Executor,
+    /// The cluster profile (default: cluster.yaml in the pipeline's config folder).
+    #[arg(long)]
+    cluster: Option<PathBuf>,
     /// Where models run: auto (CUDA when available), cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
@@ -115,6 +123,12 @@ enum DagFormat {
     Text,
     Dot,
     Mermaid,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -281,6 +295,15 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
         }),
         keep_going: a.keep_going,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        executor: match a.executor {
+            Executor::Local => run::ExecutorKind::Local,
+            Executor::Slurm => run::ExecutorKind::Slurm,
+        },
+        cluster: ClusterConfig::load(
+            &a.cluster
+                .clone()
+                .unwrap_or_else(|| dag.pipeline.config_dir.join("cluster.yaml")),
+        )?,
     };
     let rep = report::TermReporter::new();
     if !opts.dry_run {
@@ -328,17 +351,16 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
             "state": state,
             "reasons": reasons,
             "why": reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id})),
-            "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "finished_at": s.finished_at, "error": s.error})),
+            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state})),
+            "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "executor": s.executor, "finished_at": s.finished_at, "error": s.error, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "attempts": s.attempts})),
         }));
     }
+    let last_run = ws.store.latest_run().await?.map(|(id, executor, status, calls)| {
+        serde_json::json!({"run": id, "executor": executor, "status": status, "slurm_calls": calls})
+    });
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"profile": cli.profile, "stages": rows})
-            )?
-        );
+        let doc = serde_json::json!({"profile": cli.profile, "last_run": last_run, "stages": rows});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", report::status_text(&rows));
     }

@@ -149,7 +149,13 @@ pub fn status_text(rows: &[serde_json::Value]) -> String {
             other => other.to_string(),
         };
         if let Some(step) = r["running"]["step"].as_i64() {
-            state = format!("running (step {step})");
+            state = match (
+                r["running"]["slurm_job_id"].as_str(),
+                r["running"]["slurm_state"].as_str(),
+            ) {
+                (Some(job), Some(st)) => format!("running (step {step}, Slurm job {job} {st})"),
+                _ => format!("running (step {step})"),
+            };
         }
         let why: Vec<&str> = r["why"]
             .as_array()

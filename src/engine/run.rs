@@ -14,6 +14,7 @@ use super::plan::{Evaluation, Planner, Reason, Verdict};
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction, JobOutput, JobSpec};
 use crate::exec::local::{local_gpus, signal_group, LocalExecutor, Slots};
+use crate::exec::slurm::{ClusterConfig, JobState, Slurm, Submission};
 use crate::hash::statcache;
 use crate::store::{ArtifactVersion, NewRun, NewStep, RunStatus, StepEnd, StepId, StepStatus};
 use crate::util::{now_ms, process_alive, process_start};
@@ -29,6 +30,26 @@ pub struct RunOptions {
     pub jobs: usize,
     pub keep_going: bool,
     pub command_line: String,
+    pub executor: ExecutorKind,
+    /// `config/cluster.yaml` (defaults when absent).
+    pub cluster: ClusterConfig,
+}
+
+/// Where steps run unless a stage says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Slurm => "slurm",
+        }
+    }
 }
 
 /// What happened, for the person watching.
@@ -128,28 +149,72 @@ pub async fn evaluate_all(
     Ok(out)
 }
 
+/// A Slurm job of an earlier head process, still to be followed.
+pub struct Reattach {
+    pub step: StepId,
+    pub stage: String,
+    pub job: String,
+}
+
 /// Finishes what a previous head process left: ingests result files of jobs
-/// that ended, waits for local jobs still running, marks the rest interrupted.
-pub async fn recover(ws: &Workspace, rep: &dyn Reporter) -> Result<()> {
-    for s in ws.store.unfinished_steps().await? {
+/// that ended, waits for local jobs still running, marks the rest
+/// interrupted, and returns the Slurm jobs still queued or running so the run
+/// follows them instead of submitting them again.
+pub async fn recover(
+    ws: &Workspace,
+    slurm: Option<&Slurm>,
+    rep: &dyn Reporter,
+) -> Result<Vec<Reattach>> {
+    let mut follow = Vec::new();
+    let unfinished = ws.store.unfinished_steps().await?;
+    let jobs: Vec<String> = unfinished
+        .iter()
+        .filter_map(|s| s.slurm_job_id.clone())
+        .collect();
+    let states = match (slurm, jobs.is_empty()) {
+        (Some(sl), false) => sl.query(&jobs).await?,
+        (None, false) => Slurm::new(ClusterConfig::default())
+            .query(&jobs)
+            .await
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
+    for s in unfinished {
         let dir = ws.step_dir(s.id);
-        let here = crate::util::hostname();
-        // The job's own pid file covers a head that died before recording the pid.
-        let proc = job::read_pid(&dir)
-            .filter(|(_, _, host)| *host == here)
-            .map(|(pid, start, _)| (pid, Some(start)))
-            .or_else(|| {
-                (s.host.as_deref() == Some(here.as_str()))
-                    .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
-                    .flatten()
-            });
-        if let Some((pid, start)) = proc.filter(|(p, st)| process_alive(*p, *st)) {
-            rep.event(Event::Message(format!(
-                "re-attaching to step {} ({}), still running as pid {pid}",
-                s.id, s.stage
-            )));
-            while process_alive(pid, start) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(job) = &s.slurm_job_id {
+            if states.get(job).is_some_and(|st| st.is_active()) {
+                rep.event(Event::Message(format!(
+                    "re-attaching to step {} ({}), Slurm job {job} {}",
+                    s.id,
+                    s.stage,
+                    states[job].name()
+                )));
+                follow.push(Reattach {
+                    step: s.id,
+                    stage: s.stage.clone(),
+                    job: job.clone(),
+                });
+                continue;
+            }
+        } else {
+            let here = crate::util::hostname();
+            // The job's own pid file covers a head that died before recording the pid.
+            let proc = job::read_pid(&dir)
+                .filter(|(_, _, host)| *host == here)
+                .map(|(pid, start, _)| (pid, Some(start)))
+                .or_else(|| {
+                    (s.host.as_deref() == Some(here.as_str()))
+                        .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
+                        .flatten()
+                });
+            if let Some((pid, start)) = proc.filter(|(p, st)| process_alive(*p, *st)) {
+                rep.event(Event::Message(format!(
+                    "re-attaching to step {} ({}), still running as pid {pid}",
+                    s.id, s.stage
+                )));
+                while process_alive(pid, start) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
         if job::read_result(&dir)?.is_some() {
@@ -172,7 +237,7 @@ pub async fn recover(ws: &Workspace, rep: &dyn Reporter) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(follow)
 }
 
 /// Reads a step's result file into the store. Returns the step's final status.
@@ -266,13 +331,33 @@ async fn ingest_items(ws: &Workspace, stage: &str, id: StepId) -> Result<()> {
     ws.store.record_items(stage, id, &items).await
 }
 
+/// How a running step is being watched.
+enum How {
+    Local {
+        pid: u32,
+    },
+    Slurm {
+        job: String,
+        state: Option<JobState>,
+        attempts: u32,
+        ended_at: Option<Instant>,
+    },
+}
+
 struct Running {
-    stage: usize,
+    stage: Option<usize>,
+    name: String,
     step: StepId,
-    pid: u32,
+    how: How,
     started: Instant,
     cpus: usize,
     gpus: Vec<u32>,
+}
+
+/// What the main loop learnt about one step.
+enum Settled {
+    Finished(StepStatus),
+    Resubmitted,
 }
 
 /// Runs the selected stale stages. The caller holds the workspace lock.
@@ -282,7 +367,13 @@ pub async fn run(
     opts: &RunOptions,
     rep: &dyn Reporter,
 ) -> Result<Summary> {
-    recover(ws, rep).await?;
+    let slurm = Slurm::new(opts.cluster.clone());
+    let uses_slurm = opts.executor == ExecutorKind::Slurm
+        || dag
+            .stages()
+            .iter()
+            .any(|s| s.executor.as_deref() == Some("slurm"));
+    let reattach = recover(ws, uses_slurm.then_some(&slurm), rep).await?;
     let sel = selection(dag, opts.until.as_deref(), &opts.only)?;
     let force: BTreeSet<usize> = opts
         .force
@@ -307,7 +398,7 @@ pub async fn run(
         .begin_run(&NewRun {
             command: &opts.command_line,
             profile: &opts.profile,
-            executor: "local",
+            executor: opts.executor.as_str(),
         })
         .await?;
     let total_cpus = opts.jobs.max(1);
@@ -317,8 +408,33 @@ pub async fn run(
     let have_gpus = total_gpus > 0;
     let mut state: BTreeMap<usize, State> = sel.iter().map(|&i| (i, State::Waiting)).collect();
     let mut running: BTreeMap<StepId, Running> = BTreeMap::new();
+    for r in reattach {
+        let stage = dag.index(&r.stage);
+        if let Some(i) = stage.filter(|i| state.contains_key(i)) {
+            state.insert(i, State::Running);
+        }
+        running.insert(
+            r.step,
+            Running {
+                stage,
+                name: r.stage,
+                step: r.step,
+                how: How::Slurm {
+                    job: r.job,
+                    state: None,
+                    attempts: 1,
+                    ended_at: None,
+                },
+                started: Instant::now(),
+                cpus: 0,
+                gpus: Vec::new(),
+            },
+        );
+    }
     let mut tasks: JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)> = JoinSet::new();
     let mut stop_launching = false;
+    let mut poll_every: Option<Duration> = None;
+    let mut next_poll = tokio::time::Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -349,8 +465,17 @@ pub async fn run(
                     continue;
                 }
                 let spec = &dag.stages()[i];
-                let cpus = (spec.resources.cpus as usize).min(total_cpus);
-                let want_gpus = spec.resources.gpus as usize;
+                let on_slurm = executor_of(spec, opts) == ExecutorKind::Slurm;
+                let cpus = if on_slurm {
+                    0
+                } else {
+                    (spec.resources.cpus as usize).min(total_cpus)
+                };
+                let want_gpus = if on_slurm {
+                    0
+                } else {
+                    spec.resources.gpus as usize
+                };
                 if cpus > free_cpus || want_gpus.min(total_gpus) > free_gpus.len() {
                     continue;
                 }
@@ -381,90 +506,171 @@ pub async fn run(
                     }
                     continue;
                 }
-                let gpus: Vec<u32> = if have_gpus {
-                    let n = want_gpus.min(free_gpus.len());
-                    free_gpus.drain(..n).collect()
+                let executor = if on_slurm {
+                    ExecutorKind::Slurm
                 } else {
-                    if want_gpus > 0 {
-                        rep.event(Event::Message(format!(
-                            "{} asks for {want_gpus} GPU(s) and this machine has none: it runs on the CPU",
-                            spec.name
-                        )));
+                    ExecutorKind::Local
+                };
+                let threads = if on_slurm {
+                    spec.resources.cpus as usize
+                } else {
+                    cpus
+                };
+                let step = queue_step(
+                    ws,
+                    run_id,
+                    spec,
+                    &ev,
+                    &reasons,
+                    &mut planner,
+                    (threads, executor),
+                )
+                .await?;
+                let how = if on_slurm {
+                    let job = submit(ws, &slurm, spec, step).await?;
+                    poll_every = None;
+                    next_poll = tokio::time::Instant::now() + slurm.backoff(None);
+                    How::Slurm {
+                        job,
+                        state: None,
+                        attempts: 1,
+                        ended_at: None,
                     }
-                    Vec::new()
+                } else {
+                    let gpus: Vec<u32> = if have_gpus {
+                        let n = want_gpus.min(free_gpus.len());
+                        free_gpus.drain(..n).collect()
+                    } else {
+                        if want_gpus > 0 {
+                            rep.event(Event::Message(format!(
+                                "{} asks for {want_gpus} GPU(s) and this machine has none: it runs on the CPU",
+                                spec.name
+                            )));
+                        }
+                        Vec::new()
+                    };
+                    let slots = Slots {
+                        threads: cpus,
+                        gpus: have_gpus.then(|| gpus.clone()),
+                    };
+                    let mut child = exec.spawn(step, &ws.step_dir(step), &slots)?;
+                    let pid = child.id().context("the step's process has no pid")?;
+                    ws.store
+                        .step_started(step, Some(pid), process_start(pid))
+                        .await?;
+                    free_cpus -= cpus;
+                    free_gpus.retain(|g| !gpus.contains(g));
+                    tasks.spawn(async move { (step, child.wait().await) });
+                    tracing::info!(
+                        stage = spec.name.as_str(),
+                        step = step.0,
+                        pid,
+                        cpus,
+                        "step started"
+                    );
+                    let held = gpus;
+                    running.insert(
+                        step,
+                        Running {
+                            stage: Some(i),
+                            name: spec.name.clone(),
+                            step,
+                            how: How::Local { pid },
+                            started: Instant::now(),
+                            cpus,
+                            gpus: held,
+                        },
+                    );
+                    state.insert(i, State::Running);
+                    rep.event(Event::Started {
+                        stage: spec.name.clone(),
+                        step,
+                        reasons,
+                    });
+                    continue;
                 };
-                let step = queue_step(ws, run_id, spec, &ev, &reasons, &mut planner, cpus).await?;
-                let slots = Slots {
-                    threads: cpus,
-                    gpus: have_gpus.then(|| gpus.clone()),
-                };
-                let mut child = exec.spawn(step, &ws.step_dir(step), &slots)?;
-                let pid = child.id().context("the step's process has no pid")?;
-                ws.store
-                    .step_started(step, Some(pid), process_start(pid))
-                    .await?;
-                free_cpus -= cpus;
-                state.insert(i, State::Running);
                 running.insert(
                     step,
                     Running {
-                        stage: i,
+                        stage: Some(i),
+                        name: spec.name.clone(),
                         step,
-                        pid,
+                        how,
                         started: Instant::now(),
-                        cpus,
-                        gpus,
+                        cpus: 0,
+                        gpus: Vec::new(),
                     },
                 );
+                state.insert(i, State::Running);
                 rep.event(Event::Started {
                     stage: spec.name.clone(),
                     step,
                     reasons,
                 });
-                tasks.spawn(async move { (step, child.wait().await) });
             }
         }
         if running.is_empty() {
             break;
         }
-        tokio::select! {
-            joined = tasks.join_next() => {
+        let any_slurm = running.values().any(|r| matches!(r.how, How::Slurm { .. }));
+        let finished: Vec<(StepId, StepStatus)> = tokio::select! {
+            joined = tasks.join_next(), if !tasks.is_empty() => {
                 let (step, exit) = joined.context("a step task vanished")?.context("a step task panicked")?;
-                let r = running.remove(&step).context("an unknown step finished")?;
-                free_cpus += r.cpus;
-                free_gpus.extend(r.gpus);
-                free_gpus.sort();
                 let status = ingest(ws, step, exit.ok()).await?;
-                tracing::info!(step = step.0, status = status.as_str(), "step ingested");
-                let spec = &dag.stages()[r.stage];
-                for o in &spec.outs {
-                    planner.invalidate(&o.path);
-                }
-                let rec = ws.store.step(step).await?;
-                rep.event(Event::Finished {
-                    stage: spec.name.clone(),
-                    step: r.step,
-                    status,
-                    elapsed: r.started.elapsed(),
-                    error: rec.error,
-                });
-                if status == StepStatus::Succeeded {
-                    state.insert(r.stage, State::Done);
-                    summary.ran.push(spec.name.clone());
-                } else {
-                    state.insert(r.stage, State::Failed);
-                    summary.failed.push(spec.name.clone());
-                    if !opts.keep_going {
-                        stop_launching = true;
+                vec![(step, status)]
+            }
+            _ = tokio::time::sleep_until(next_poll), if any_slurm => {
+                let every = slurm.backoff(poll_every);
+                poll_every = Some(every);
+                next_poll = tokio::time::Instant::now() + every;
+                let mut done = Vec::new();
+                for (step, settled) in poll_slurm(ws, dag, &slurm, &mut running, rep).await? {
+                    if let Settled::Finished(st) = settled {
+                        done.push((step, st));
                     }
                 }
+                done
             }
             _ = &mut ctrl_c => {
                 rep.event(Event::Message("interrupted: stopping the running steps".into()));
-                interrupt(ws, &mut running, &mut tasks).await?;
+                interrupt(ws, &slurm, &mut running, &mut tasks).await?;
                 summary.interrupted = true;
+                ws.store.set_slurm_calls(run_id, slurm.calls()).await?;
                 ws.store.finish_run(run_id, RunStatus::Interrupted).await?;
                 return Ok(summary);
+            }
+        };
+        for (step, status) in finished {
+            let r = running.remove(&step).context("an unknown step finished")?;
+            free_cpus += r.cpus;
+            free_gpus.extend(r.gpus);
+            free_gpus.sort();
+            tracing::info!(step = step.0, status = status.as_str(), "step ingested");
+            if let Some(spec) = r.stage.map(|i| &dag.stages()[i]) {
+                for o in &spec.outs {
+                    planner.invalidate(&o.path);
+                }
+            }
+            let rec = ws.store.step(step).await?;
+            rep.event(Event::Finished {
+                stage: r.name.clone(),
+                step: r.step,
+                status,
+                elapsed: r.started.elapsed(),
+                error: rec.error,
+            });
+            let Some(i) = r.stage.filter(|i| state.contains_key(i)) else {
+                continue;
+            };
+            if status == StepStatus::Succeeded {
+                state.insert(i, State::Done);
+                summary.ran.push(r.name);
+            } else {
+                state.insert(i, State::Failed);
+                summary.failed.push(r.name);
+                if !opts.keep_going {
+                    stop_launching = true;
+                }
             }
         }
     }
@@ -491,24 +697,184 @@ pub async fn run(
     } else {
         RunStatus::Failed
     };
+    ws.store.set_slurm_calls(run_id, slurm.calls()).await?;
     ws.store.finish_run(run_id, status).await?;
     Ok(summary)
 }
 
+/// Where `spec` runs under these options.
+fn executor_of(spec: &StageSpec, opts: &RunOptions) -> ExecutorKind {
+    match spec.executor.as_deref() {
+        Some("slurm") => ExecutorKind::Slurm,
+        Some(_) => ExecutorKind::Local,
+        None if opts.cluster.local_stages.contains(&spec.name) => ExecutorKind::Local,
+        None => opts.executor,
+    }
+}
+
+/// Submits step `step` of `spec`; its job id is in the store before this returns.
+async fn submit(ws: &Workspace, slurm: &Slurm, spec: &StageSpec, step: StepId) -> Result<String> {
+    let exe = std::env::current_exe().context("finding the pipeline binary")?;
+    let dir = ws.step_dir(step);
+    let name = format!("pipeline.{}.{}", spec.name, step.0);
+    let job = slurm
+        .submit(&Submission {
+            job_name: &name,
+            step_dir: &dir,
+            workspace: &ws.root,
+            exe: &exe,
+            step: step.0,
+            resources: &spec.resources,
+            array: None,
+        })
+        .await
+        .with_context(|| format!("submitting stage {}", spec.name))?;
+    ws.store.step_submitted(step, &job).await?;
+    Ok(job)
+}
+
+/// One batched query for every Slurm job of the run; settles those that ended.
+async fn poll_slurm(
+    ws: &Workspace,
+    dag: &Dag,
+    slurm: &Slurm,
+    running: &mut BTreeMap<StepId, Running>,
+    rep: &dyn Reporter,
+) -> Result<Vec<(StepId, Settled)>> {
+    let jobs: Vec<String> = running
+        .values()
+        .filter_map(|r| match &r.how {
+            How::Slurm { job, .. } => Some(job.clone()),
+            How::Local { .. } => None,
+        })
+        .collect();
+    let states = slurm.query(&jobs).await?;
+    let wait = Duration::from_secs_f64(slurm.cfg.result_wait_s.max(0.0));
+    let mut out = Vec::new();
+    for r in running.values_mut() {
+        let How::Slurm {
+            job,
+            state,
+            attempts,
+            ended_at,
+        } = &mut r.how
+        else {
+            continue;
+        };
+        let now = states.get(job.as_str()).cloned();
+        if now != *state {
+            if let Some(st) = &now {
+                ws.store.set_slurm_state(r.step, &st.name()).await?;
+            }
+            *state = now.clone();
+        }
+        if now.as_ref().is_some_and(JobState::is_active) {
+            *ended_at = None;
+            continue;
+        }
+        let dir = ws.step_dir(r.step);
+        if job::read_result(&dir)?.is_some() {
+            let st = ingest(ws, r.step, None).await?;
+            out.push((r.step, Settled::Finished(st)));
+            continue;
+        }
+        let shown = now
+            .as_ref()
+            .map(JobState::name)
+            .unwrap_or_else(|| "gone from the queue".into());
+        let retryable = matches!(now, Some(JobState::Preempted) | Some(JobState::NodeFail));
+        if retryable && *attempts <= slurm.cfg.max_retries {
+            let spec = r
+                .stage
+                .map(|i| &dag.stages()[i])
+                .context("a resubmitted step has no stage")?;
+            let new_job = submit(ws, slurm, spec, r.step).await?;
+            rep.event(Event::Message(format!(
+                "{}: Slurm job {job} ended {shown}; resubmitted as job {new_job} (attempt {} of {})",
+                r.name,
+                *attempts + 1,
+                slurm.cfg.max_retries + 1
+            )));
+            *attempts += 1;
+            ws.store.set_attempts(r.step, *attempts).await?;
+            *job = new_job;
+            *state = None;
+            out.push((r.step, Settled::Resubmitted));
+            continue;
+        }
+        // COMPLETED (or gone) without a result file: wait a bounded time for a
+        // lagging shared file system before calling it a failure.
+        let waited = ended_at.get_or_insert_with(Instant::now).elapsed();
+        let failed_state = matches!(
+            now,
+            Some(
+                JobState::Failed
+                    | JobState::Timeout
+                    | JobState::OutOfMemory
+                    | JobState::Cancelled
+                    | JobState::NodeFail
+                    | JobState::Preempted
+            )
+        );
+        if !failed_state && waited < wait {
+            continue;
+        }
+        let why = match now {
+            Some(JobState::Timeout) => format!("Slurm job {job} hit its time limit (TIMEOUT)"),
+            Some(JobState::OutOfMemory) => {
+                format!("Slurm job {job} ran out of memory (OUT_OF_MEMORY)")
+            }
+            Some(JobState::Completed) => format!(
+                "Slurm job {job} COMPLETED but wrote no result file within {:.0} s",
+                wait.as_secs_f64()
+            ),
+            None => format!("Slurm job {job} left the queue without a result file (state unknown)"),
+            Some(st) => format!("Slurm job {job} ended {}", st.name()),
+        };
+        let end = StepEnd {
+            status: StepStatus::Failed,
+            exit_code: None,
+            error: Some(&why),
+            started_at: None,
+            finished_at: now_ms(),
+            peak_rss_kb: None,
+            host: None,
+        };
+        ws.store.finish_step(r.step, &end, &[]).await?;
+        out.push((r.step, Settled::Finished(StepStatus::Failed)));
+    }
+    Ok(out)
+}
+
 async fn interrupt(
     ws: &Workspace,
+    slurm: &Slurm,
     running: &mut BTreeMap<StepId, Running>,
     tasks: &mut JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)>,
 ) -> Result<()> {
+    let jobs: Vec<String> = running
+        .values()
+        .filter_map(|r| match &r.how {
+            How::Slurm { job, .. } => Some(job.clone()),
+            How::Local { .. } => None,
+        })
+        .collect();
+    if let Err(e) = slurm.cancel(&jobs).await {
+        tracing::warn!("cancelling the run's Slurm jobs: {e:#}");
+    }
     for r in running.values() {
-        signal_group(r.pid, libc::SIGTERM);
+        if let How::Local { pid } = r.how {
+            signal_group(pid, libc::SIGTERM);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while !tasks.is_empty() && Instant::now() < deadline {
         let _ = tokio::time::timeout(Duration::from_millis(200), tasks.join_next()).await;
     }
     for r in running.values() {
-        signal_group(r.pid, libc::SIGKILL);
+        if let How::Local { pid } = r.how {
+            signal_group(pid, libc::SIGKILL);
+        }
     }
     for (id, _) in std::mem::take(running) {
         ws.store
@@ -529,7 +895,7 @@ async fn queue_step(
     ev: &Evaluation,
     reasons: &[Reason],
     planner: &mut Planner<'_>,
-    threads: usize,
+    (threads, executor): (usize, ExecutorKind),
 ) -> Result<StepId> {
     let fp = ev
         .fingerprint
@@ -577,7 +943,7 @@ async fn queue_step(
                 env_json: &env_json,
                 outs_json: &outs_json,
                 reason: &reason_text.join("; "),
-                executor: "local",
+                executor: executor.as_str(),
             },
             &inputs,
         )

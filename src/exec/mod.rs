@@ -8,4 +8,5 @@
 
 pub mod job;
 pub mod local;
+pub mod slurm;
 pub mod step;

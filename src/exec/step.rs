@@ -20,8 +20,22 @@ use crate::stages::{self, StageContext};
 use crate::store::StepId;
 use crate::util::{hostname, now_ms, write_atomic};
 
+/// Set when Slurm warns of the job's end (`--signal=B:USR1@90`). Training
+/// checkpoints every epoch, so the warning needs no action beyond not dying
+/// of it: the job goes on until it ends or is requeued.
+pub static END_WARNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_usr1(_: libc::c_int) {
+    END_WARNING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs step `id` of the workspace at `root`; returns the process exit code.
 pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe;
+    // a caught (not ignored) signal is reset to its default in exec'd children.
+    unsafe {
+        libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
+    }
     let dir = step_dir(root, id);
     let job = read_job(&dir)?;
     let _ = std::fs::remove_file(dir.join(RESULT_FILE));

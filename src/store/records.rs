@@ -136,6 +136,8 @@ pub struct StepRecord {
     pub pid: Option<i64>,
     pub pid_start: Option<i64>,
     pub slurm_job_id: Option<String>,
+    pub slurm_state: Option<String>,
+    pub attempts: i64,
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -184,7 +186,7 @@ pub struct StepEnd<'a> {
 
 const STEP_COLUMNS: &str = "id, run_id, stage, kind, shard, fingerprint, code_version, command, \
     params_json, env_json, outs_json, status, reason, error, exit_code, executor, host, pid, \
-    pid_start, slurm_job_id, queued_at, started_at, finished_at, peak_rss_kb";
+    pid_start, slurm_job_id, slurm_state, attempts, queued_at, started_at, finished_at, peak_rss_kb";
 
 const ARTIFACT_COLUMNS: &str = "id, path, hash, size, file_count, is_dir, recorded_at, step_id";
 
@@ -210,6 +212,8 @@ fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
         pid: r.try_get("pid")?,
         pid_start: r.try_get("pid_start")?,
         slurm_job_id: r.try_get("slurm_job_id")?,
+        slurm_state: r.try_get("slurm_state")?,
+        attempts: r.try_get("attempts")?,
         queued_at: r.try_get("queued_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -356,6 +360,54 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records the Slurm job of a step the moment sbatch answers.
+    pub async fn step_submitted(&self, id: StepId, job: &str) -> Result<()> {
+        sqlx::query("UPDATE steps SET status = 'running', slurm_job_id = ?, slurm_state = 'SUBMITTED', started_at = COALESCE(started_at, ?) WHERE id = ?")
+            .bind(job)
+            .bind(now_ms())
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_slurm_state(&self, id: StepId, state: &str) -> Result<()> {
+        sqlx::query("UPDATE steps SET slurm_state = ? WHERE id = ?")
+            .bind(state)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_attempts(&self, id: StepId, attempts: u32) -> Result<()> {
+        sqlx::query("UPDATE steps SET attempts = ? WHERE id = ?")
+            .bind(attempts)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_slurm_calls(&self, run: RunId, calls: u64) -> Result<()> {
+        sqlx::query("UPDATE runs SET slurm_calls = ? WHERE id = ?")
+            .bind(calls as i64)
+            .bind(run.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest run: (id, executor, status, Slurm client calls).
+    pub async fn latest_run(&self) -> Result<Option<(i64, String, String, i64)>> {
+        let r: Option<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT id, executor, status, slurm_calls FROM runs ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r)
     }
 
     pub async fn step(&self, id: StepId) -> Result<StepRecord> {

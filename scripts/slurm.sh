@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A private one-node Slurm cluster for the tests: `up` starts munged (if not
+# running), slurmctld and slurmd with a configuration in $SLURM_DIR (default
+# /tmp/pipeline-slurm) and prints `export SLURM_CONF=...`; `down` stops, by pid,
+# exactly what `up` started. Nothing under /etc/slurm is touched.
+set -euo pipefail
+DIR="${SLURM_DIR:-/tmp/pipeline-slurm}"
+CONF="$DIR/slurm.conf"
+
+up() {
+  mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
+  local cpus mem
+  cpus=$(nproc)
+  mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+  cat > "$CONF" <<CONF
+ClusterName=pipelinetest
+SlurmctldHost=localhost
+SlurmctldPort=${SLURMCTLD_PORT:-6917}
+SlurmdPort=${SLURMD_PORT:-6918}
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+ReturnToService=2
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MinJobAge=300
+SchedulerParameters=sched_interval=1
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+SlurmUser=root
+NodeName=localhost CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+  export SLURM_CONF="$CONF"
+  if ! pgrep -x munged >/dev/null; then
+    mkdir -p /run/munge && chown munge:munge /run/munge 2>/dev/null || true
+    runuser -u munge -- /usr/sbin/munged
+    pgrep -x munged > "$DIR/munged.pid"
+  fi
+  /usr/sbin/slurmctld -f "$CONF"
+  /usr/sbin/slurmd -f "$CONF"
+  for _ in $(seq 1 60); do
+    if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+      echo "export SLURM_CONF=$CONF"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "slurm.sh: the one-node cluster did not come up; see $DIR/log" >&2
+  sinfo >&2 || true
+  return 1
+}
+
+down() {
+  for d in slurmd slurmctld munged; do
+    if [ -f "$DIR/$d.pid" ]; then
+      kill "$(cat "$DIR/$d.pid")" 2>/dev/null || true
+      rm -f "$DIR/$d.pid"
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,302 @@
+//! The Slurm executor against a real one-node Slurm (`scripts/slurm.sh up`,
+//! started and stopped by `scripts/test.sh`). Where no cluster answers, CI
+//! fails loudly; elsewhere each test says loudly that it skipped.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Ws;
+
+/// Whether a cluster answers; panics in CI when none does.
+fn cluster() -> bool {
+    let up = std::env::var_os("SLURM_CONF").is_some()
+        && Command::new("sinfo")
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var_os("CI").is_some() {
+            panic!("no Slurm cluster answers (SLURM_CONF unset or sinfo failing): scripts/test.sh starts one with scripts/slurm.sh up");
+        }
+        eprintln!(
+            "SKIPPED: no Slurm cluster answers; run `eval $(scripts/slurm.sh up)` as root first"
+        );
+    }
+    up
+}
+
+fn slurm_ws(yaml: &str) -> Ws {
+    let ws = Ws::new(yaml);
+    ws.write(
+        "cluster.yaml",
+        "poll_min_s: 0.3\npoll_max_s: 1.5\nresult_wait_s: 5\nmax_retries: 1\n",
+    );
+    ws
+}
+
+fn run_slurm(ws: &Ws, extra: &[&str]) -> (i32, String) {
+    let cluster = ws.path("cluster.yaml");
+    let mut args = vec![
+        "run",
+        "--executor",
+        "slurm",
+        "--cluster",
+        cluster.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = ws.run(&args);
+    (code, format!("{out}{err}"))
+}
+
+fn squeue_by_name(name: &str) -> Vec<(String, String)> {
+    let o = Command::new("squeue")
+        .args([
+            "--noheader",
+            "--states=all",
+            "--format=%i|%T",
+            &format!("--name={name}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once('|')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn command_stages_run_through_sbatch_and_record_their_jobs() {
+    if !cluster() {
+        return;
+    }
+    let ws = slurm_ws(
+        "stages:\n  one:\n    cmd: echo \"$SLURM_JOB_ID\" > one.txt\n    outs: [one.txt]\n  \
+         two:\n    cmd: cat one.txt > two.txt; hostname >> two.txt\n    deps: [one.txt]\n    outs: [two.txt]\n",
+    );
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_eq!(code, 0, "{out}");
+    let job_in_file = ws.read("one.txt").trim().to_string();
+    assert!(
+        job_in_file.chars().all(|c| c.is_ascii_digit()) && !job_in_file.is_empty(),
+        "ran inside a Slurm job: {job_in_file:?}"
+    );
+    let v = ws.status_json();
+    let s0 = &v["stages"][0];
+    assert_eq!(s0["state"], "up_to_date");
+    assert_eq!(s0["last_step"]["executor"], "slurm");
+    assert_eq!(s0["last_step"]["slurm_job_id"], job_in_file.as_str());
+    assert_eq!(s0["last_step"]["slurm_state"], "COMPLETED");
+    let calls = v["last_run"]["slurm_calls"].as_i64().unwrap();
+    assert!(
+        calls >= 4,
+        "two sbatch calls and at least one poll each: {calls}"
+    );
+    let lineage = ws.ok(&["lineage", "two.txt"]);
+    assert!(lineage.contains("via slurm job"), "{lineage}");
+    // `pipeline log` shows the job's own output file.
+    let (_, log, _) = ws.run(&["log", "one"]);
+    assert!(log.is_empty() || !log.contains("error"), "{log}");
+    // Nothing is stale: a second run submits nothing.
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_eq!(code, 0);
+    assert!(Ws::ran(&out).is_empty(), "{out}");
+}
+
+#[test]
+fn paths_with_spaces_and_quotes_never_become_shell_code() {
+    if !cluster() {
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    let odd = parent.path().join("work space 'quoted' $(touch pwned)");
+    std::fs::create_dir_all(&odd).unwrap();
+    let yaml = "stages:\n  odd-name.v2:\n    cmd: mkdir -p \"out dir\" && echo ok > \"out dir/it's.txt\"\n    params: [p]\n    outs: [\"out dir/it's.txt\"]\n";
+    std::fs::write(odd.join("pipeline.yaml"), yaml).unwrap();
+    std::fs::write(
+        odd.join("params.yaml"),
+        "p: \"$(touch pwned2); `touch pwned3`\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        odd.join("cluster.yaml"),
+        "poll_min_s: 0.3\npoll_max_s: 1.5\nresult_wait_s: 5\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .current_dir(parent.path())
+        .arg("-f")
+        .arg(odd.join("pipeline.yaml"))
+        .arg("-w")
+        .arg(&odd)
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(odd.join("cluster.yaml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(odd.join("out dir/it's.txt")).unwrap(),
+        "ok\n"
+    );
+    for dir in [parent.path(), odd.as_path()] {
+        for f in ["pwned", "pwned2", "pwned3"] {
+            assert!(
+                !dir.join(f).exists(),
+                "{f} was created in {}: a value became shell code",
+                dir.display()
+            );
+        }
+    }
+    let script = std::fs::read_to_string(odd.join(".pipeline/steps/1/job.sbatch")).unwrap();
+    let last = script.lines().last().unwrap();
+    assert!(
+        last.contains("'\\''quoted'\\''"),
+        "the workspace path is single-quoted: {last}"
+    );
+}
+
+#[test]
+fn a_failing_job_and_a_job_past_its_time_limit_are_told_apart() {
+    if !cluster() {
+        return;
+    }
+    let ws = slurm_ws(
+        "stages:\n  bad:\n    cmd: echo boom >&2; exit 3\n    outs: [bad.txt]\n  \
+         slow:\n    cmd: sleep 300; echo > slow.txt\n    outs: [slow.txt]\n    resources: {time: 1}\n",
+    );
+    let (code, out) = run_slurm(&ws, &["--keep-going"]);
+    assert_eq!(code, 1, "{out}");
+    let v = ws.status_json();
+    let bad = &v["stages"][0]["last_step"];
+    assert_eq!(bad["status"], "failed");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 3"),
+        "{bad}"
+    );
+    let (_, log, _) = ws.run(&["log", "bad"]);
+    assert!(log.contains("boom"), "{log}");
+    let slow = &v["stages"][1]["last_step"];
+    assert_eq!(slow["status"], "failed");
+    assert_eq!(slow["slurm_state"], "TIMEOUT", "{slow}");
+    assert!(
+        slow["error"].as_str().unwrap().contains("time limit"),
+        "{slow}"
+    );
+}
+
+#[test]
+fn a_requeued_job_is_followed_to_its_end() {
+    if !cluster() {
+        return;
+    }
+    let ws = slurm_ws(
+        "stages:\n  twice:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 60; echo first > out.txt; fi\n    outs: [out.txt]\n",
+    );
+    let mut head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first attempt to start", 60, || {
+        ws.path("attempt").exists()
+    });
+    let jobs = squeue_by_name("pipeline.twice.1");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let st = Command::new("scontrol")
+        .args(["requeue", &jobs[0].0])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(head.wait().unwrap().success());
+    assert_eq!(ws.read("out.txt"), "second\n");
+    let v = ws.status_json();
+    assert_eq!(v["stages"][0]["last_step"]["status"], "succeeded");
+    assert_eq!(
+        v["stages"][0]["last_step"]["slurm_job_id"],
+        jobs[0].0.as_str(),
+        "the same job, requeued by Slurm"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
+    if !cluster() {
+        return;
+    }
+    // Ctrl-C: the job is cancelled and the step recorded as interrupted.
+    let ws = slurm_ws("stages:\n  long:\n    cmd: touch started; sleep 120; echo > long.txt\n    outs: [long.txt]\n");
+    let mut head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the job to start", 60, || ws.path("started").exists());
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(head.id() as i32, libc::SIGINT) };
+    assert_eq!(head.wait().unwrap().code(), Some(130));
+    let job = ws.status_json()["stages"][0]["last_step"]["slurm_job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_until("the job to be cancelled", 30, || {
+        squeue_by_name("pipeline.long.1")
+            .iter()
+            .all(|(id, st)| *id != job || st == "CANCELLED")
+    });
+    assert_eq!(
+        ws.status_json()["stages"][0]["last_step"]["status"],
+        "interrupted"
+    );
+
+    // SIGKILL of the head: the next run re-attaches; the job is submitted once.
+    let ws = slurm_ws("stages:\n  mid:\n    cmd: touch started; sleep 4; echo done > mid.txt\n    outs: [mid.txt]\n");
+    let mut head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the job to start", 60, || ws.path("started").exists());
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("re-attaching to step 1 (mid), Slurm job"),
+        "{out}"
+    );
+    assert!(
+        Ws::ran(&out).is_empty(),
+        "nothing was submitted again: {out}"
+    );
+    assert_eq!(ws.read("mid.txt"), "done\n");
+    let jobs = squeue_by_name("pipeline.mid.1");
+    assert_eq!(jobs.len(), 1, "submitted exactly once: {jobs:?}");
+    assert_eq!(
+        ws.status_json()["stages"][0]["last_step"]["status"],
+        "succeeded"
+    );
+}
