@@ -300,3 +300,53 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
         "succeeded"
     );
 }
+
+const SHARDED: &str = r#"
+stages:
+  parts:
+    cmd: >-
+      if [ -n "$PIPELINE_SHARD" ]; then
+        echo "part $PIPELINE_SHARD of $PIPELINE_SHARDS" > "$PIPELINE_ITEMS_DIR/part-$PIPELINE_SHARD";
+      else
+        i=0; while [ $i -lt 8 ]; do
+          [ -f "$PIPELINE_ITEMS_DIR/part-$i" ] || echo "part $i of 8" > "$PIPELINE_ITEMS_DIR/part-$i"; i=$((i+1));
+        done;
+        cat "$PIPELINE_ITEMS_DIR"/part-* > parts.txt;
+      fi
+    outs: [parts.txt]
+    shards: 8
+"#;
+
+#[test]
+fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
+    if !cluster() {
+        return;
+    }
+    let local = Ws::new(SHARDED);
+    local.ok(&["run"]);
+    let ws = slurm_ws(SHARDED);
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("every shard finished; gathering here"),
+        "{out}"
+    );
+    assert_eq!(ws.read("parts.txt"), local.read("parts.txt"));
+    let tasks = squeue_by_name("pipeline.parts.1");
+    assert_eq!(tasks.len(), 8, "one array of 8 tasks: {tasks:?}");
+    let base: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .map(|(id, _)| id.split('_').next().unwrap())
+        .collect();
+    assert_eq!(base.len(), 1, "all tasks belong to one job: {tasks:?}");
+    for i in 0..8 {
+        assert!(ws
+            .path(&format!(".pipeline/steps/1/result.shard-{i}.json"))
+            .exists());
+    }
+    let script = ws.read(".pipeline/steps/1/job.sbatch");
+    assert!(
+        script.contains("--shard \"$SLURM_ARRAY_TASK_ID\""),
+        "{script}"
+    );
+}

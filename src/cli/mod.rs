@@ -83,7 +83,13 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run one step as a job (what executors call; not for people).
     #[command(hide = true)]
-    ExecStep { workspace: PathBuf, step: i64 },
+    ExecStep {
+        workspace: PathBuf,
+        step: i64,
+        /// Run only this shard (a Slurm array task).
+        #[arg(long)]
+        shard: Option<u32>,
+    },
 }
 
 #[derive(Args)]
@@ -153,8 +159,13 @@ pub fn main() -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Cmd::ExecStep { workspace, step } = &cli.command {
-        return match pipeline::exec::step::exec_step(workspace, StepId(*step)) {
+    if let Cmd::ExecStep {
+        workspace,
+        step,
+        shard,
+    } = &cli.command
+    {
+        return match pipeline::exec::step::exec_step(workspace, StepId(*step), *shard) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("pipeline exec-step: {e:#}");

@@ -313,10 +313,24 @@ pub async fn ingest(
 
 /// Ingests the per-item outcomes a sharded stage appended to `items.jsonl`.
 async fn ingest_items(ws: &Workspace, stage: &str, id: StepId) -> Result<()> {
-    let f = ws.step_dir(id).join("items.jsonl");
-    let Ok(text) = std::fs::read_to_string(&f) else {
+    let dir = ws.step_dir(id);
+    let mut files = vec![dir.join("items.jsonl")];
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let mut shards: Vec<_> = rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("shard-"))
+            .map(|e| e.path().join("items.jsonl"))
+            .collect();
+        shards.sort();
+        files.extend(shards);
+    }
+    let text: String = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    if text.is_empty() {
         return Ok(());
-    };
+    }
     #[derive(serde::Deserialize)]
     struct Item {
         item: String,
@@ -338,6 +352,8 @@ enum How {
     },
     Slurm {
         job: String,
+        /// `Some(n)`: an array job of n shards, gathered on this machine after.
+        array: Option<u32>,
         state: Option<JobState>,
         attempts: u32,
         ended_at: Option<Instant>,
@@ -358,6 +374,8 @@ struct Running {
 enum Settled {
     Finished(StepStatus),
     Resubmitted,
+    /// Every shard succeeded: run the gathering step here.
+    Gather,
 }
 
 /// Runs the selected stale stages. The caller holds the workspace lock.
@@ -421,6 +439,7 @@ pub async fn run(
                 step: r.step,
                 how: How::Slurm {
                     job: r.job,
+                    array: stage.and_then(|i| dag.stages()[i].shards),
                     state: None,
                     attempts: 1,
                     ended_at: None,
@@ -532,6 +551,7 @@ pub async fn run(
                     next_poll = tokio::time::Instant::now() + slurm.backoff(None);
                     How::Slurm {
                         job,
+                        array: spec.shards,
                         state: None,
                         attempts: 1,
                         ended_at: None,
@@ -625,8 +645,18 @@ pub async fn run(
                 next_poll = tokio::time::Instant::now() + every;
                 let mut done = Vec::new();
                 for (step, settled) in poll_slurm(ws, dag, &slurm, &mut running, rep).await? {
-                    if let Settled::Finished(st) = settled {
-                        done.push((step, st));
+                    match settled {
+                        Settled::Finished(st) => done.push((step, st)),
+                        Settled::Resubmitted => {}
+                        Settled::Gather => {
+                            let r = running.get_mut(&step).context("an unknown step gathered")?;
+                            let slots = Slots { threads: total_cpus, gpus: None };
+                            let mut child = exec.spawn(step, &ws.step_dir(step), &slots)?;
+                            let pid = child.id().context("the gathering process has no pid")?;
+                            r.how = How::Local { pid };
+                            rep.event(Event::Message(format!("{}: every shard finished; gathering here", r.name)));
+                            tasks.spawn(async move { (step, child.wait().await) });
+                        }
                     }
                 }
                 done
@@ -725,7 +755,7 @@ async fn submit(ws: &Workspace, slurm: &Slurm, spec: &StageSpec, step: StepId) -
             exe: &exe,
             step: step.0,
             resources: &spec.resources,
-            array: None,
+            array: spec.shards,
         })
         .await
         .with_context(|| format!("submitting stage {}", spec.name))?;
@@ -754,6 +784,7 @@ async fn poll_slurm(
     for r in running.values_mut() {
         let How::Slurm {
             job,
+            array,
             state,
             attempts,
             ended_at,
@@ -773,6 +804,38 @@ async fn poll_slurm(
             continue;
         }
         let dir = ws.step_dir(r.step);
+        if let Some(n) = *array {
+            let mut failed = Vec::new();
+            let mut missing = 0;
+            for i in 0..n {
+                match job::read_result_of(&dir, Some(i))? {
+                    Some(res) if res.succeeded => {}
+                    Some(res) => {
+                        failed.push(format!("shard {i}: {}", res.error.unwrap_or_default()))
+                    }
+                    None => missing += 1,
+                }
+            }
+            if failed.is_empty() && missing == 0 {
+                out.push((r.step, Settled::Gather));
+                continue;
+            }
+            if failed.is_empty() && ended_at.get_or_insert_with(Instant::now).elapsed() < wait {
+                continue;
+            }
+            let shown = now
+                .as_ref()
+                .map(JobState::name)
+                .unwrap_or_else(|| "gone from the queue".into());
+            let why = format!(
+                "Slurm array job {job} ended {shown}: {} of {n} shards failed, {missing} wrote no result{}",
+                failed.len(),
+                if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) }
+            );
+            fail_step(ws, r.step, &why).await?;
+            out.push((r.step, Settled::Finished(StepStatus::Failed)));
+            continue;
+        }
         if job::read_result(&dir)?.is_some() {
             let st = ingest(ws, r.step, None).await?;
             out.push((r.step, Settled::Finished(st)));
@@ -831,19 +894,24 @@ async fn poll_slurm(
             None => format!("Slurm job {job} left the queue without a result file (state unknown)"),
             Some(st) => format!("Slurm job {job} ended {}", st.name()),
         };
-        let end = StepEnd {
-            status: StepStatus::Failed,
-            exit_code: None,
-            error: Some(&why),
-            started_at: None,
-            finished_at: now_ms(),
-            peak_rss_kb: None,
-            host: None,
-        };
-        ws.store.finish_step(r.step, &end, &[]).await?;
+        fail_step(ws, r.step, &why).await?;
         out.push((r.step, Settled::Finished(StepStatus::Failed)));
     }
     Ok(out)
+}
+
+/// Records a step that ended without a result of its own.
+async fn fail_step(ws: &Workspace, step: StepId, why: &str) -> Result<()> {
+    let end = StepEnd {
+        status: StepStatus::Failed,
+        exit_code: None,
+        error: Some(why),
+        started_at: None,
+        finished_at: now_ms(),
+        peak_rss_kb: None,
+        host: None,
+    };
+    ws.store.finish_step(step, &end, &[]).await
 }
 
 async fn interrupt(
@@ -978,6 +1046,7 @@ async fn queue_step(
             .collect(),
         threads,
         shard: None,
+        shards: spec.shards,
     };
     job::write_job(&dir, &job)?;
     Ok(step)

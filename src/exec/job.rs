@@ -35,7 +35,12 @@ pub struct JobSpec {
     pub inputs: BTreeMap<String, String>,
     pub outputs: Vec<JobOutput>,
     pub threads: usize,
+    /// Set when this job runs one shard; filled in by `exec-step --shard`.
     pub shard: Option<(u32, u32)>,
+    /// The stage's shard count: on Slurm it runs as an array of this many
+    /// tasks before the gathering run; locally the gathering run does it all.
+    #[serde(default)]
+    pub shards: Option<u32>,
 }
 
 /// One output as the job hashed it; its file entries (with stat) are in
@@ -92,9 +97,22 @@ pub fn read_job(step_dir: &Path) -> Result<JobSpec> {
         .with_context(|| format!("{} is not a valid job file", f.display()))
 }
 
+/// The result file's name: the step's own, or one shard's.
+pub fn result_name(shard: Option<u32>) -> String {
+    match shard {
+        None => RESULT_FILE.to_string(),
+        Some(i) => format!("result.shard-{i}.json"),
+    }
+}
+
 /// The result file of a step, if the job wrote one.
 pub fn read_result(step_dir: &Path) -> Result<Option<JobResult>> {
-    let f: PathBuf = step_dir.join(RESULT_FILE);
+    read_result_of(step_dir, None)
+}
+
+/// The result file of a step or of one of its shards, if written.
+pub fn read_result_of(step_dir: &Path, shard: Option<u32>) -> Result<Option<JobResult>> {
+    let f: PathBuf = step_dir.join(result_name(shard));
     match std::fs::read(&f) {
         Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
             format!("{} is not a valid result file", f.display())

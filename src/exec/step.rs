@@ -13,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::job::{read_job, JobAction, JobResult, JobSpec, OutputResult, PID_FILE, RESULT_FILE};
+use super::job::{read_job, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE};
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
 use crate::stages::{self, StageContext};
@@ -29,16 +29,33 @@ extern "C" fn on_usr1(_: libc::c_int) {
     END_WARNING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Runs step `id` of the workspace at `root`; returns the process exit code.
-pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
+/// Runs step `id` of the workspace at `root` (or only its shard `shard`);
+/// returns the process exit code.
+pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>) -> Result<i32> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe;
     // a caught (not ignored) signal is reset to its default in exec'd children.
     unsafe {
         libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t);
     }
-    let dir = step_dir(root, id);
-    let job = read_job(&dir)?;
-    let _ = std::fs::remove_file(dir.join(RESULT_FILE));
+    let step = step_dir(root, id);
+    let mut job = read_job(&step)?;
+    // A shard works in a folder of its own (its log of items, its pid) and
+    // writes its own result file into the step's folder.
+    let dir = match shard {
+        None => step.clone(),
+        Some(i) => {
+            let n = job
+                .shards
+                .filter(|n| i < *n)
+                .with_context(|| format!("step {id} ({}) has no shard {i}", job.stage))?;
+            job.shard = Some((i, n));
+            let d = step.join(format!("shard-{i}"));
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            d
+        }
+    };
+    let result_file = step.join(result_name(shard));
+    let _ = std::fs::remove_file(&result_file);
     // The head records this pid too, but it may die before it does: the file
     // lets the next head re-attach instead of starting a second copy.
     let me = std::process::id();
@@ -49,6 +66,7 @@ pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
     )?;
     let started_at = now_ms();
     let outcome = run_job(root, &dir, &job);
+    let dir = step;
     let (succeeded, exit_code, error, outputs) = match outcome {
         Ok(RunOutcome::Exited(0)) => match hash_outputs(root, &dir, &job) {
             Ok(outs) => (true, Some(0), None, outs),
@@ -81,7 +99,7 @@ pub fn exec_step(root: &Path, id: StepId) -> Result<i32> {
         host: hostname(),
         outputs,
     };
-    write_atomic(&dir.join(RESULT_FILE), &serde_json::to_vec_pretty(&result)?)?;
+    write_atomic(&result_file, &serde_json::to_vec_pretty(&result)?)?;
     Ok(if succeeded {
         0
     } else {
@@ -97,8 +115,12 @@ enum RunOutcome {
 fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
     match &job.action {
         JobAction::Command { cmd, wdir } => {
-            for o in job.outputs.iter().filter(|o| !o.persist) {
-                remove(&root.join(&o.path))?;
+            // A shard writes its share under PIPELINE_ITEMS_DIR; only the
+            // gathering run replaces the declared outputs.
+            if job.shard.is_none() {
+                for o in job.outputs.iter().filter(|o| !o.persist) {
+                    remove(&root.join(&o.path))?;
+                }
             }
             for o in &job.outputs {
                 if let Some(parent) = root.join(&o.path).parent() {
@@ -118,6 +140,20 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
                 .env("PIPELINE_STAGE", &job.stage)
                 .env("PIPELINE_STEP_DIR", dir)
                 .env("PIPELINE_PARAMS", job.params.to_string())
+                .env("PIPELINE_ITEMS_DIR", items_dir(root, &job.stage)?)
+                .env_remove("PIPELINE_SHARD")
+                .env_remove("PIPELINE_SHARDS")
+                .envs(
+                    job.shard
+                        .map(|(i, n)| {
+                            [
+                                ("PIPELINE_SHARD", i.to_string()),
+                                ("PIPELINE_SHARDS", n.to_string()),
+                            ]
+                        })
+                        .into_iter()
+                        .flatten(),
+                )
                 .status()
                 .with_context(|| format!("starting `sh -c` in {}", cwd.display()))?;
             use std::os::unix::process::ExitStatusExt;
@@ -144,8 +180,7 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
                 .iter()
                 .map(|(n, p)| (n.clone(), root.join(p)))
                 .collect();
-            let items_dir = root.join(".pipeline").join("items").join(&job.stage);
-            std::fs::create_dir_all(&items_dir)?;
+            let items_dir = items_dir(root, &job.stage)?;
             let ctx = StageContext {
                 workspace: root,
                 stage: &job.stage,
@@ -212,6 +247,13 @@ fn hash_outputs(root: &Path, dir: &Path, job: &JobSpec) -> Result<Vec<OutputResu
         });
     }
     Ok(out)
+}
+
+/// The per-item memo folder of `stage`, shared by all its steps and shards.
+fn items_dir(root: &Path, stage: &str) -> Result<PathBuf> {
+    let d = root.join(".pipeline").join("items").join(stage);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
 }
 
 fn remove(p: &Path) -> Result<()> {
