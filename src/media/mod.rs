@@ -4,7 +4,10 @@
 //! [`MediaError`].
 
 pub mod decode;
+pub mod element;
 pub mod error;
+pub mod frames;
+pub mod mel;
 pub mod resample;
 pub mod scale;
 
