@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+#[cfg(feature = "media")]
+pub mod corpus;
+#[cfg(feature = "media")]
+pub mod elements;
+#[cfg(feature = "media")]
+pub mod items;
+
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
     /// The workspace root; every data path is relative to it.
@@ -94,9 +101,14 @@ pub const KNOWN_KINDS: &[&str] = &[
 
 /// The built-in kinds implemented in this build.
 pub fn registry() -> Vec<Box<dyn Stage>> {
-    // Each feature module appends its kinds here, e.g.
-    // `#[cfg(feature = "media")] v.push(Box::new(elements::Elements));`
-    Vec::new()
+    // Each feature module appends its kinds here.
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Stage>> = Vec::new();
+    #[cfg(feature = "media")]
+    {
+        v.push(Box::new(elements::Elements));
+    }
+    v
 }
 
 /// Finds the implementation of `kind`, or says why there is none.
