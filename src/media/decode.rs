@@ -70,6 +70,26 @@ fn stream_duration(stream: &format::stream::Stream, container_us: i64) -> f64 {
     }
 }
 
+/// The stream's frame rate: the nominal rate (`r_frame_rate`) when the
+/// average rate is within 5% of it (a constant-rate stream whose container
+/// duration is off by a frame, as MP4 edit lists make it), else the average
+/// (a variable-rate stream).
+fn frame_rate(avg: ffmpeg_next::Rational, nominal: ffmpeg_next::Rational) -> f64 {
+    let value = |r: ffmpeg_next::Rational| {
+        if r.denominator() != 0 && r.numerator() > 0 {
+            f64::from(r)
+        } else {
+            0.0
+        }
+    };
+    let (avg, nominal) = (value(avg), value(nominal));
+    if nominal > 0.0 && (avg == 0.0 || (avg - nominal).abs() / nominal < 0.05) {
+        nominal
+    } else {
+        avg
+    }
+}
+
 /// Reads the headers of `path`.
 pub fn probe(path: &Path) -> Result<Probe, MediaError> {
     let ictx = open(path)?;
@@ -77,17 +97,7 @@ pub fn probe(path: &Path) -> Result<Probe, MediaError> {
     let video = ictx.streams().best(Type::Video).and_then(|s| {
         let params = codec::Context::from_parameters(s.parameters()).ok()?;
         let v = params.decoder().video().ok()?;
-        let rate = s.avg_frame_rate();
-        let rate = if rate.denominator() != 0 && rate.numerator() > 0 {
-            rate
-        } else {
-            s.rate()
-        };
-        let fps = if rate.denominator() != 0 {
-            f64::from(rate)
-        } else {
-            0.0
-        };
+        let fps = frame_rate(s.avg_frame_rate(), s.rate());
         let duration_sec = stream_duration(&s, container_us);
         let frames = if s.frames() > 0 {
             s.frames() as u64

@@ -5,11 +5,13 @@
 
 pub mod decode;
 pub mod element;
+pub mod encode;
 pub mod error;
 pub mod frames;
 pub mod mel;
 pub mod resample;
 pub mod scale;
+pub mod wav;
 
 pub use error::MediaError;
 

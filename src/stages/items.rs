@@ -31,18 +31,55 @@ pub fn unit(seed: u64, purpose: &str, key: &str) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A seeded Fisher-Yates shuffle (splitmix64 stream).
-pub fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
+/// A small deterministic generator (splitmix64): the same seed gives the same
+/// stream on every machine.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A generator for one purpose of one item, independent of any other.
+    pub fn for_item(seed: u64, purpose: &str, key: &str) -> Rng {
+        Rng((unit(seed, purpose, key) * (1u64 << 53) as f64) as u64)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
-    };
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+
+    /// Uniform integer in `[0, n)`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// Roughly normal (sum of uniforms), mean 0, standard deviation 1.
+    pub fn normal(&mut self) -> f64 {
+        (0..4).map(|_| self.uniform()).sum::<f64>() * 3f64.sqrt() - 2.0 * 3f64.sqrt()
+    }
+}
+
+/// A seeded Fisher-Yates shuffle.
+pub fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut rng = Rng::new(seed);
     for i in (1..items.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        let j = rng.below(i + 1);
         items.swap(i, j);
     }
 }

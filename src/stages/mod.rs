@@ -16,6 +16,12 @@ pub mod corpus;
 pub mod elements;
 #[cfg(feature = "media")]
 pub mod items;
+#[cfg(feature = "media")]
+pub mod synth;
+#[cfg(feature = "media")]
+mod synth_face;
+#[cfg(feature = "media")]
+mod synth_voice;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
@@ -107,6 +113,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
     #[cfg(feature = "media")]
     {
         v.push(Box::new(elements::Elements));
+        v.push(Box::new(synth::Synth));
     }
     v
 }
