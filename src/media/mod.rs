@@ -5,10 +5,12 @@
 
 pub mod decode;
 pub mod element;
+pub mod embed;
 pub mod encode;
 pub mod error;
 pub mod frames;
 pub mod mel;
+pub mod mux;
 pub mod resample;
 pub mod scale;
 pub mod wav;

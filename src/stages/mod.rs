@@ -17,11 +17,15 @@ pub mod elements;
 #[cfg(feature = "media")]
 pub mod items;
 #[cfg(feature = "media")]
+pub mod seedvc;
+#[cfg(feature = "media")]
 pub mod synth;
 #[cfg(feature = "media")]
 mod synth_face;
 #[cfg(feature = "media")]
 mod synth_voice;
+#[cfg(feature = "media")]
+pub mod vc_standin;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
@@ -114,6 +118,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
     {
         v.push(Box::new(elements::Elements));
         v.push(Box::new(synth::Synth));
+        v.push(Box::new(seedvc::SeedVc));
     }
     v
 }
