@@ -205,6 +205,28 @@ fn writes_shards_and_manifest_deterministically_with_a_disjoint_split() {
         (fr.dtype(), fr.shape()),
         (safetensors::Dtype::U8, &[4usize, 16, 32, 32, 3][..])
     );
+    // `elements inspect` writes what the model sees for a clip.
+    let shown = a.ws.path().join("inspect");
+    let key = rows[5]["key"].as_str().unwrap().to_string();
+    pipeline::stages::elements_inspect::run(pipeline::stages::elements_inspect::InspectArgs {
+        elements: out_a.clone(),
+        key: Some(key),
+        row: 0,
+        out: shown.clone(),
+    })
+    .unwrap();
+    for (name, w, h) in [
+        ("frame_00.png", 32, 32),
+        ("frame_15.png", 32, 32),
+        ("frames.png", 128, 128),
+        ("mel.png", 768, 128),
+    ] {
+        let dec = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(shown.join(name)).unwrap(),
+        ));
+        let info = dec.read_info().unwrap().info().clone();
+        assert_eq!((info.width, info.height), (w, h), "{name}");
+    }
     // Same inputs, same seed, fresh memo: the same bytes.
     let b = Run::new();
     let out_b = b.ws.path().join("elements");
