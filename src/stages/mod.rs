@@ -15,6 +15,8 @@ pub mod corpus;
 #[cfg(feature = "media")]
 pub mod elements;
 #[cfg(feature = "media")]
+pub mod elements_bench;
+#[cfg(feature = "media")]
 pub mod elements_inspect;
 #[cfg(feature = "media")]
 pub mod items;
