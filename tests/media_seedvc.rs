@@ -178,12 +178,18 @@ fn a_seedvc_v2_script_gives_both_trees_muxed_on_the_original_video() {
 }
 
 #[test]
-fn seedvc_v1_names_are_found_too() {
+fn seedvc_v1_names_are_found_too_and_the_hugging_face_cache_is_passed() {
     let ws = corpus();
+    // The converter sees the caller's Hugging Face cache variables.
+    let hf = ws.dir.path().join("hf");
+    std::env::set_var("HF_HOME", &hf);
     let s = script(
         &ws,
         "seedvc-v1.sh",
-        &format!("{PARSE}\ncp \"$S\" \"$D/vc_${{s}}_${{r}}_1.0_30_0.7.wav\""),
+        &format!(
+            "[ \"$HF_HOME\" = \"{}\" ] || exit 9\n{PARSE}\ncp \"$S\" \"$D/vc_${{s}}_${{r}}_1.0_30_0.7.wav\"",
+            hf.display()
+        ),
     );
     let (r, out, _) = run_seedvc(&ws, argv(&s), "v1");
     r.unwrap();
