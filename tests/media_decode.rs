@@ -282,3 +282,32 @@ fn indices_past_the_end_get_the_last_frame_and_resizing_is_exact_size() {
         .iter()
         .all(|i| i.width == 64 && i.height == 48 && i.data.len() == 64 * 48 * 3));
 }
+
+#[test]
+fn one_pass_clip_decoding_equals_the_separate_decoders() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for clip in CLIPS {
+        let path = make(dir.path(), clip);
+        let idx = vec![3usize, 3, 20, 44, 71];
+        let one = pipeline::media::decode::decode_clip(&path, 16_000, Some((40, 30)), |v| {
+            assert!(v.frames >= 72, "{}", clip.name);
+            Ok(idx.clone())
+        })
+        .unwrap();
+        assert_eq!(
+            one.audio,
+            decode_audio_mono(&path, 16_000).unwrap(),
+            "{}",
+            clip.name
+        );
+        assert_eq!(
+            one.frames.images,
+            decode_frames(&path, &idx, Some((40, 30))).unwrap().images,
+            "{}",
+            clip.name
+        );
+    }
+}

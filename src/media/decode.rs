@@ -92,7 +92,10 @@ fn frame_rate(avg: ffmpeg_next::Rational, nominal: ffmpeg_next::Rational) -> f64
 
 /// Reads the headers of `path`.
 pub fn probe(path: &Path) -> Result<Probe, MediaError> {
-    let ictx = open(path)?;
+    Ok(probe_input(&open(path)?))
+}
+
+fn probe_input(ictx: &format::context::Input) -> Probe {
     let container_us = ictx.duration();
     let video = ictx.streams().best(Type::Video).and_then(|s| {
         let params = codec::Context::from_parameters(s.parameters()).ok()?;
@@ -121,23 +124,113 @@ pub fn probe(path: &Path) -> Result<Probe, MediaError> {
             duration_sec: stream_duration(&s, container_us),
         })
     });
-    Ok(Probe { video, audio })
+    Probe { video, audio }
 }
 
-/// Reads packets of one stream until the end, tolerating a bounded run of
-/// demuxer errors (a truncated or damaged file ends early instead).
-fn for_each_packet(
-    ictx: &mut format::context::Input,
-    stream: usize,
-    mut f: impl FnMut(&Packet) -> bool,
-) {
+/// A clip's audio and chosen frames, from one pass over the file.
+#[derive(Debug)]
+pub struct Clip {
+    pub video: VideoInfo,
+    pub frames: DecodedFrames,
+    /// Mono at the requested rate.
+    pub audio: Vec<f32>,
+}
+
+/// Opens `path` once, lets `pick` choose the frame indices from the video's
+/// headers, then decodes in one pass over the packets: all of the audio
+/// (mono at `rate` Hz) and the video up to the last picked frame (converted
+/// to RGB at `size`). A file without both streams is an error.
+pub fn decode_clip(
+    path: &Path,
+    rate: u32,
+    size: Option<(u32, u32)>,
+    pick: impl FnOnce(&VideoInfo) -> Result<Vec<usize>, MediaError>,
+) -> Result<Clip, MediaError> {
+    let mut ictx = open(path)?;
+    let probe = probe_input(&ictx);
+    let no = |kind| MediaError::NoStream {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let video = probe.video.ok_or_else(|| no("video"))?;
+    probe.audio.ok_or_else(|| no("audio"))?;
+    let indices = pick(&video)?;
+    let vs = ictx
+        .streams()
+        .best(Type::Video)
+        .ok_or_else(|| no("video"))?;
+    let as_ = ictx
+        .streams()
+        .best(Type::Audio)
+        .ok_or_else(|| no("audio"))?;
+    let (vi, ai) = (vs.index(), as_.index());
+    let mut vdec = codec::Context::from_parameters(vs.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the video decoder: {e}")))?;
+    let mut adec = codec::Context::from_parameters(as_.parameters())
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the audio decoder: {e}")))?;
+    let mut collector = Collector::new(&indices, size);
+    let mut resampler = MonoResampler::new(rate);
+    let mut audio = Vec::new();
+    let mut aframe = frame::Audio::empty();
+    let mut afail: Option<String> = None;
+    let mut drain_audio = |adec: &mut ffmpeg_next::decoder::Audio,
+                           audio: &mut Vec<f32>,
+                           afail: &mut Option<String>| {
+        while adec.receive_frame(&mut aframe).is_ok() {
+            if let Err(e) = resampler.push(&aframe, audio) {
+                afail.get_or_insert(e);
+            }
+        }
+    };
+    let mut more_video = !indices.is_empty();
+    for_each_packet(&mut ictx, |packet| {
+        let s = packet.stream();
+        // A damaged packet is skipped, as the ffmpeg CLI does.
+        if s == ai && adec.send_packet(packet).is_ok() {
+            drain_audio(&mut adec, &mut audio, &mut afail);
+        } else if s == vi && more_video && vdec.send_packet(packet).is_ok() {
+            more_video = collector.drain(&mut vdec);
+        }
+        afail.is_none()
+    });
+    if more_video && vdec.send_eof().is_ok() {
+        collector.drain(&mut vdec);
+    }
+    if adec.send_eof().is_ok() {
+        drain_audio(&mut adec, &mut audio, &mut afail);
+    }
+    if let Some(e) = afail {
+        return Err(MediaError::decode(path, e));
+    }
+    resampler
+        .finish(&mut audio)
+        .map_err(|e| MediaError::decode(path, e))?;
+    let frames = collector.finish(path)?;
+    if audio.is_empty() {
+        return Err(MediaError::decode(
+            path,
+            "no audio could be decoded (the file may be truncated or corrupt)",
+        ));
+    }
+    Ok(Clip {
+        video,
+        frames,
+        audio,
+    })
+}
+
+/// Reads packets until the end or until `f` says stop, tolerating a bounded
+/// run of demuxer errors (a truncated or damaged file ends early instead).
+fn for_each_packet(ictx: &mut format::context::Input, mut f: impl FnMut(&Packet) -> bool) {
     let mut errors = 0;
     loop {
         let mut packet = Packet::empty();
         match packet.read(ictx) {
             Ok(()) => {
                 errors = 0;
-                if packet.stream() == stream && !f(&packet) {
+                if !f(&packet) {
                     return;
                 }
             }
@@ -180,9 +273,9 @@ pub fn decode_audio_mono(path: &Path, rate: u32) -> Result<Vec<f32>, MediaError>
             }
         }
     };
-    for_each_packet(&mut ictx, index, |packet| {
+    for_each_packet(&mut ictx, |packet| {
         // A damaged packet is skipped, as the ffmpeg CLI does.
-        if decoder.send_packet(packet).is_ok() {
+        if packet.stream() == index && decoder.send_packet(packet).is_ok() {
             drain(&mut decoder, &mut out, &mut failure);
         }
         failure.is_none()
@@ -241,9 +334,9 @@ pub fn decode_frames(
     let mut collector = Collector::new(indices, size);
     if !indices.is_empty() {
         let mut more = true;
-        for_each_packet(&mut ictx, index, |packet| {
+        for_each_packet(&mut ictx, |packet| {
             // A damaged packet is skipped, as the ffmpeg CLI does.
-            if decoder.send_packet(packet).is_ok() {
+            if packet.stream() == index && decoder.send_packet(packet).is_ok() {
                 more = collector.drain(&mut decoder);
             }
             more

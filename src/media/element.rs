@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::decode::{decode_audio_mono, decode_frames, probe};
+use super::decode::decode_clip;
 use super::frames::{choose_window, sample_16_quartile, Window, N_SAMPLED};
 use super::mel::{window_samples, MelSpectrogram, N_FRAMES, N_MELS, SAMPLE_RATE};
 use super::MediaError;
@@ -37,42 +37,41 @@ pub fn extract(
     mel: &MelSpectrogram,
     u: f64,
 ) -> Result<Element, MediaError> {
-    let info = probe(path)?;
-    let video = info.video.ok_or(MediaError::NoStream {
-        path: path.to_path_buf(),
-        kind: "video",
-    })?;
-    if info.audio.is_none() {
-        return Err(MediaError::NoStream {
-            path: path.to_path_buf(),
-            kind: "audio",
-        });
-    }
-    if video.fps <= 0.0 || video.frames == 0 {
-        return Err(MediaError::decode(
-            path,
-            "the video stream has no frame rate or no frames",
-        ));
-    }
-    let seconds = video.frames as f64 / video.fps;
-    if seconds < spec.min_seconds {
-        return Err(MediaError::decode(
-            path,
-            format!(
-                "the clip is {seconds:.2} s long, shorter than the minimum of {} s",
-                spec.min_seconds
-            ),
-        ));
-    }
-    let window = choose_window(video.frames as usize, video.fps, spec.clip_seconds, u);
-    let indices = sample_16_quartile(window.start_frame, window.len, video.frames as usize - 1);
+    let mut window = None;
+    let clip = decode_clip(
+        path,
+        SAMPLE_RATE,
+        Some((spec.frame_size, spec.frame_size)),
+        |video| {
+            if video.fps <= 0.0 || video.frames == 0 {
+                return Err(MediaError::decode(
+                    path,
+                    "the video stream has no frame rate or no frames",
+                ));
+            }
+            let seconds = video.frames as f64 / video.fps;
+            if seconds < spec.min_seconds {
+                return Err(MediaError::decode(
+                    path,
+                    format!(
+                        "the clip is {seconds:.2} s long, shorter than the minimum of {} s",
+                        spec.min_seconds
+                    ),
+                ));
+            }
+            let w = choose_window(video.frames as usize, video.fps, spec.clip_seconds, u);
+            let indices = sample_16_quartile(w.start_frame, w.len, video.frames as usize - 1);
+            window = Some((w, indices));
+            Ok(indices.to_vec())
+        },
+    )?;
+    let (window, indices) = window.expect("set by the picker");
     let s = spec.frame_size;
-    let decoded = decode_frames(path, &indices, Some((s, s)))?;
     let mut frames = Vec::with_capacity(N_SAMPLED * (s * s * 3) as usize);
-    for img in &decoded.images {
+    for img in &clip.frames.images {
         frames.extend_from_slice(&img.data);
     }
-    let audio = decode_audio_mono(path, SAMPLE_RATE)?;
+    let audio = clip.audio;
     let start_sample = (window.start_sec * f64::from(SAMPLE_RATE)).round() as usize;
     let clip_samples = (spec.clip_seconds * f64::from(SAMPLE_RATE)).round() as usize;
     let wav = window_samples(&audio, start_sample, clip_samples);

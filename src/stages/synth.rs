@@ -220,13 +220,14 @@ fn video(p: &Params, who: &Identity, c: Category, key: &str, path: &Path) -> Res
         frame_ripple_hz: rng.range(60.0, 110.0),
         lowpass_hz: rng.range(3000.0, 4500.0),
     };
-    let blend = Blend {
-        shift: [
-            rng.range(-18.0, 18.0),
-            rng.range(-18.0, 18.0),
-            rng.range(-18.0, 18.0),
-        ],
-    };
+    // A visible but modest tone shift of the swapped lower face: 8..22 levels
+    // per channel, either way.
+    let mut shift = [0.0; 3];
+    for s in shift.iter_mut() {
+        let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+        *s = sign * rng.range(8.0, 22.0);
+    }
+    let blend = Blend { shift };
     let (speech, art, mouth, blended) = match c {
         Category::RealVideoRealAudio => (&a, Artifacts::default(), &a, false),
         Category::RealVideoFakeAudio => (&b, fake_audio, &a, false),
