@@ -10,6 +10,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+#[cfg(feature = "media")]
+pub mod corpus;
+#[cfg(feature = "media")]
+pub mod elements;
+#[cfg(feature = "media")]
+pub mod elements_bench;
+#[cfg(feature = "media")]
+pub mod elements_inspect;
+#[cfg(feature = "media")]
+pub mod items;
+#[cfg(feature = "media")]
+pub mod seedvc;
+#[cfg(feature = "media")]
+pub mod synth;
+#[cfg(feature = "media")]
+mod synth_face;
+#[cfg(feature = "media")]
+mod synth_voice;
+#[cfg(feature = "media")]
+pub mod vc_standin;
+
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
     /// The workspace root; every data path is relative to it.
@@ -94,9 +115,16 @@ pub const KNOWN_KINDS: &[&str] = &[
 
 /// The built-in kinds implemented in this build.
 pub fn registry() -> Vec<Box<dyn Stage>> {
-    // Each feature module appends its kinds here, e.g.
-    // `#[cfg(feature = "media")] v.push(Box::new(elements::Elements));`
-    Vec::new()
+    // Each feature module appends its kinds here.
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Stage>> = Vec::new();
+    #[cfg(feature = "media")]
+    {
+        v.push(Box::new(elements::Elements));
+        v.push(Box::new(synth::Synth));
+        v.push(Box::new(seedvc::SeedVc));
+    }
+    v
 }
 
 /// Finds the implementation of `kind`, or says why there is none.

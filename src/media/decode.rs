@@ -1,0 +1,440 @@
+//! Opening any container FFmpeg reads: probing its streams, decoding its audio
+//! to mono at a fixed rate, and decoding the video frames at given indices in
+//! one forward pass that stops after the last index it needs.
+//!
+//! Frame index `n` is the `n`-th frame the decoder outputs (presentation
+//! order), as the `ffmpeg` CLI's `select=eq(n\,N)` and Python video readers
+//! count them; a variable-frame-rate file is indexed the same way.
+
+use std::path::Path;
+
+use ffmpeg_next::codec;
+use ffmpeg_next::format;
+use ffmpeg_next::frame;
+use ffmpeg_next::media::Type;
+use ffmpeg_next::Packet;
+
+use super::resample::MonoResampler;
+use super::scale::{RgbImage, ToRgb};
+use super::MediaError;
+
+/// Consecutive demuxer errors after which a file is read as ended: a damaged
+/// file must not keep the reader looping.
+const MAX_READ_ERRORS: usize = 64;
+
+/// What a media file holds, from its headers (no decoding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub video: Option<VideoInfo>,
+    pub audio: Option<AudioInfo>,
+}
+
+/// The best video stream's geometry and timing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    /// Average frame rate (frames per second).
+    pub fps: f64,
+    /// Frame count from the container, or duration x rate when it has none.
+    pub frames: u64,
+    pub duration_sec: f64,
+}
+
+/// The best audio stream's format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioInfo {
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub duration_sec: f64,
+}
+
+fn open(path: &Path) -> Result<format::context::Input, MediaError> {
+    super::init();
+    match std::fs::metadata(path) {
+        Err(e) => return Err(MediaError::open(path, e)),
+        Ok(m) if m.len() == 0 => return Err(MediaError::open(path, "the file is empty")),
+        Ok(_) => {}
+    }
+    format::input(&path).map_err(|e| MediaError::open(path, e))
+}
+
+fn stream_duration(stream: &format::stream::Stream, container_us: i64) -> f64 {
+    let tb = stream.time_base();
+    if stream.duration() > 0 && tb.denominator() != 0 {
+        stream.duration() as f64 * f64::from(tb)
+    } else if container_us > 0 {
+        container_us as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE)
+    } else {
+        0.0
+    }
+}
+
+/// The stream's frame rate: the nominal rate (`r_frame_rate`) when the
+/// average rate is within 5% of it (a constant-rate stream whose container
+/// duration is off by a frame, as MP4 edit lists make it), else the average
+/// (a variable-rate stream).
+fn frame_rate(avg: ffmpeg_next::Rational, nominal: ffmpeg_next::Rational) -> f64 {
+    let value = |r: ffmpeg_next::Rational| {
+        if r.denominator() != 0 && r.numerator() > 0 {
+            f64::from(r)
+        } else {
+            0.0
+        }
+    };
+    let (avg, nominal) = (value(avg), value(nominal));
+    if nominal > 0.0 && (avg == 0.0 || (avg - nominal).abs() / nominal < 0.05) {
+        nominal
+    } else {
+        avg
+    }
+}
+
+/// Reads the headers of `path`.
+pub fn probe(path: &Path) -> Result<Probe, MediaError> {
+    Ok(probe_input(&open(path)?))
+}
+
+fn probe_input(ictx: &format::context::Input) -> Probe {
+    let container_us = ictx.duration();
+    let video = ictx.streams().best(Type::Video).and_then(|s| {
+        let params = codec::Context::from_parameters(s.parameters()).ok()?;
+        let v = params.decoder().video().ok()?;
+        let fps = frame_rate(s.avg_frame_rate(), s.rate());
+        let duration_sec = stream_duration(&s, container_us);
+        let frames = if s.frames() > 0 {
+            s.frames() as u64
+        } else {
+            (duration_sec * fps).round().max(0.0) as u64
+        };
+        Some(VideoInfo {
+            width: v.width(),
+            height: v.height(),
+            fps,
+            frames,
+            duration_sec,
+        })
+    });
+    let audio = ictx.streams().best(Type::Audio).and_then(|s| {
+        let params = codec::Context::from_parameters(s.parameters()).ok()?;
+        let a = params.decoder().audio().ok()?;
+        Some(AudioInfo {
+            sample_rate: a.rate(),
+            channels: a.channels(),
+            duration_sec: stream_duration(&s, container_us),
+        })
+    });
+    Probe { video, audio }
+}
+
+/// A clip's audio and chosen frames, from one pass over the file.
+#[derive(Debug)]
+pub struct Clip {
+    pub video: VideoInfo,
+    pub frames: DecodedFrames,
+    /// Mono at the requested rate.
+    pub audio: Vec<f32>,
+}
+
+/// Opens `path` once, lets `pick` choose the frame indices from the video's
+/// headers, then decodes in one pass over the packets: all of the audio
+/// (mono at `rate` Hz) and the video up to the last picked frame (converted
+/// to RGB at `size`). A file without both streams is an error.
+pub fn decode_clip(
+    path: &Path,
+    rate: u32,
+    size: Option<(u32, u32)>,
+    pick: impl FnOnce(&VideoInfo) -> Result<Vec<usize>, MediaError>,
+) -> Result<Clip, MediaError> {
+    let mut ictx = open(path)?;
+    let probe = probe_input(&ictx);
+    let no = |kind| MediaError::NoStream {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let video = probe.video.ok_or_else(|| no("video"))?;
+    probe.audio.ok_or_else(|| no("audio"))?;
+    let indices = pick(&video)?;
+    let vs = ictx
+        .streams()
+        .best(Type::Video)
+        .ok_or_else(|| no("video"))?;
+    let as_ = ictx
+        .streams()
+        .best(Type::Audio)
+        .ok_or_else(|| no("audio"))?;
+    let (vi, ai) = (vs.index(), as_.index());
+    let mut vdec = codec::Context::from_parameters(vs.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the video decoder: {e}")))?;
+    let mut adec = codec::Context::from_parameters(as_.parameters())
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the audio decoder: {e}")))?;
+    let mut collector = Collector::new(&indices, size);
+    let mut resampler = MonoResampler::new(rate);
+    let mut audio = Vec::new();
+    let mut aframe = frame::Audio::empty();
+    let mut afail: Option<String> = None;
+    let mut drain_audio = |adec: &mut ffmpeg_next::decoder::Audio,
+                           audio: &mut Vec<f32>,
+                           afail: &mut Option<String>| {
+        while adec.receive_frame(&mut aframe).is_ok() {
+            if let Err(e) = resampler.push(&aframe, audio) {
+                afail.get_or_insert(e);
+            }
+        }
+    };
+    let mut more_video = !indices.is_empty();
+    for_each_packet(&mut ictx, |packet| {
+        let s = packet.stream();
+        // A damaged packet is skipped, as the ffmpeg CLI does.
+        if s == ai && adec.send_packet(packet).is_ok() {
+            drain_audio(&mut adec, &mut audio, &mut afail);
+        } else if s == vi && more_video && vdec.send_packet(packet).is_ok() {
+            more_video = collector.drain(&mut vdec);
+        }
+        afail.is_none()
+    });
+    if more_video && vdec.send_eof().is_ok() {
+        collector.drain(&mut vdec);
+    }
+    if adec.send_eof().is_ok() {
+        drain_audio(&mut adec, &mut audio, &mut afail);
+    }
+    if let Some(e) = afail {
+        return Err(MediaError::decode(path, e));
+    }
+    resampler
+        .finish(&mut audio)
+        .map_err(|e| MediaError::decode(path, e))?;
+    let frames = collector.finish(path)?;
+    if audio.is_empty() {
+        return Err(MediaError::decode(
+            path,
+            "no audio could be decoded (the file may be truncated or corrupt)",
+        ));
+    }
+    Ok(Clip {
+        video,
+        frames,
+        audio,
+    })
+}
+
+/// Reads packets until the end or until `f` says stop, tolerating a bounded
+/// run of demuxer errors (a truncated or damaged file ends early instead).
+fn for_each_packet(ictx: &mut format::context::Input, mut f: impl FnMut(&Packet) -> bool) {
+    let mut errors = 0;
+    loop {
+        let mut packet = Packet::empty();
+        match packet.read(ictx) {
+            Ok(()) => {
+                errors = 0;
+                if !f(&packet) {
+                    return;
+                }
+            }
+            Err(ffmpeg_next::Error::Eof) => return,
+            Err(_) => {
+                errors += 1;
+                if errors >= MAX_READ_ERRORS {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the best audio stream of `path`, down-mixed to mono (mean of the
+/// channels) and resampled to `rate` Hz.
+pub fn decode_audio_mono(path: &Path, rate: u32) -> Result<Vec<f32>, MediaError> {
+    let mut ictx = open(path)?;
+    let stream = ictx
+        .streams()
+        .best(Type::Audio)
+        .ok_or(MediaError::NoStream {
+            path: path.to_path_buf(),
+            kind: "audio",
+        })?;
+    let index = stream.index();
+    let mut decoder = codec::Context::from_parameters(stream.parameters())
+        .and_then(|c| c.decoder().audio())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the audio decoder: {e}")))?;
+    let mut resampler = MonoResampler::new(rate);
+    let mut out = Vec::new();
+    let mut frame = frame::Audio::empty();
+    let mut failure: Option<String> = None;
+    let mut drain = |decoder: &mut ffmpeg_next::decoder::Audio,
+                     out: &mut Vec<f32>,
+                     failure: &mut Option<String>| {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            if let Err(e) = resampler.push(&frame, out) {
+                failure.get_or_insert(e);
+            }
+        }
+    };
+    for_each_packet(&mut ictx, |packet| {
+        // A damaged packet is skipped, as the ffmpeg CLI does.
+        if packet.stream() == index && decoder.send_packet(packet).is_ok() {
+            drain(&mut decoder, &mut out, &mut failure);
+        }
+        failure.is_none()
+    });
+    if decoder.send_eof().is_ok() {
+        drain(&mut decoder, &mut out, &mut failure);
+    }
+    if let Some(e) = failure {
+        return Err(MediaError::decode(path, e));
+    }
+    resampler
+        .finish(&mut out)
+        .map_err(|e| MediaError::decode(path, e))?;
+    if out.is_empty() {
+        return Err(MediaError::decode(
+            path,
+            "no audio could be decoded (the file may be truncated or corrupt)",
+        ));
+    }
+    Ok(out)
+}
+
+/// Decoded video frames at the requested indices.
+#[derive(Debug)]
+pub struct DecodedFrames {
+    /// One image per requested index, in the order requested.
+    pub images: Vec<RgbImage>,
+    /// How many frames were decoded before stopping.
+    pub decoded: usize,
+    /// Requested indices past the last frame, served with the last frame.
+    pub clamped: usize,
+}
+
+/// Decodes the frames of the best video stream at `indices` (any order,
+/// repeats allowed), converted to RGB and resized bicubic to `size` (or kept
+/// at their own size). Decoding stops after the largest index. An index past
+/// the last frame the file really holds gets the last frame (the frame count
+/// in a header is an estimate); a file with no decodable frame is an error.
+pub fn decode_frames(
+    path: &Path,
+    indices: &[usize],
+    size: Option<(u32, u32)>,
+) -> Result<DecodedFrames, MediaError> {
+    let mut ictx = open(path)?;
+    let stream = ictx
+        .streams()
+        .best(Type::Video)
+        .ok_or(MediaError::NoStream {
+            path: path.to_path_buf(),
+            kind: "video",
+        })?;
+    let index = stream.index();
+    let mut decoder = codec::Context::from_parameters(stream.parameters())
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| MediaError::decode(path, format!("cannot open the video decoder: {e}")))?;
+    let mut collector = Collector::new(indices, size);
+    if !indices.is_empty() {
+        let mut more = true;
+        for_each_packet(&mut ictx, |packet| {
+            // A damaged packet is skipped, as the ffmpeg CLI does.
+            if packet.stream() == index && decoder.send_packet(packet).is_ok() {
+                more = collector.drain(&mut decoder);
+            }
+            more
+        });
+        if more && decoder.send_eof().is_ok() {
+            collector.drain(&mut decoder);
+        }
+    }
+    collector.finish(path)
+}
+
+/// Serves requested indices while frames come out of the decoder.
+struct Collector<'a> {
+    indices: &'a [usize],
+    /// Positions into `indices`, sorted by index.
+    order: Vec<usize>,
+    next: usize,
+    decoded: usize,
+    images: Vec<Option<RgbImage>>,
+    to_rgb: ToRgb,
+    frame: frame::Video,
+    /// The previous decoded frame, kept (by reference, not converted) in case
+    /// an index lies past the end of the stream.
+    last: Option<frame::Video>,
+    failure: Option<String>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(indices: &'a [usize], size: Option<(u32, u32)>) -> Self {
+        let mut order: Vec<usize> = (0..indices.len()).collect();
+        order.sort_by_key(|&i| indices[i]);
+        Collector {
+            indices,
+            order,
+            next: 0,
+            decoded: 0,
+            images: vec![None; indices.len()],
+            to_rgb: ToRgb::new(size),
+            frame: frame::Video::empty(),
+            last: None,
+            failure: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next >= self.order.len() || self.failure.is_some()
+    }
+
+    /// Takes every frame the decoder has ready; false once nothing more is needed.
+    fn drain(&mut self, decoder: &mut ffmpeg_next::decoder::Video) -> bool {
+        while !self.done() && decoder.receive_frame(&mut self.frame).is_ok() {
+            if self.indices[self.order[self.next]] == self.decoded {
+                match self.to_rgb.convert(&self.frame) {
+                    Ok(img) => self.serve(self.decoded, img),
+                    Err(e) => self.failure = Some(e),
+                }
+            }
+            self.decoded += 1;
+            let last = self.last.get_or_insert_with(frame::Video::empty);
+            std::mem::swap(last, &mut self.frame);
+        }
+        !self.done()
+    }
+
+    fn serve(&mut self, n: usize, img: RgbImage) {
+        while self.next < self.order.len() && self.indices[self.order[self.next]] <= n {
+            self.images[self.order[self.next]] = Some(img.clone());
+            self.next += 1;
+        }
+    }
+
+    fn finish(mut self, path: &Path) -> Result<DecodedFrames, MediaError> {
+        if let Some(e) = self.failure {
+            return Err(MediaError::decode(path, e));
+        }
+        let clamped = self.order.len() - self.next;
+        if clamped > 0 {
+            let Some(last) = self.last.take() else {
+                return Err(MediaError::decode(
+                    path,
+                    "no video frame could be decoded (the file may be truncated or corrupt)",
+                ));
+            };
+            let img = self
+                .to_rgb
+                .convert(&last)
+                .map_err(|e| MediaError::decode(path, e))?;
+            self.serve(usize::MAX, img);
+        }
+        let images = self
+            .images
+            .into_iter()
+            .map(|i| i.expect("served"))
+            .collect();
+        Ok(DecodedFrames {
+            images,
+            decoded: self.decoded,
+            clamped,
+        })
+    }
+}

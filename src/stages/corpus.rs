@@ -1,0 +1,152 @@
+//! The FakeAVCeleb-shaped corpus layout shared by the synth, seedvc and
+//! elements stages: `<Category>/<race>/<gender>/<idNNNNN>/<name>.mp4`, the
+//! categories and their labels. Paths are walked as paths (race folders have
+//! spaces and parentheses), never split on spaces.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// A FakeAVCeleb category, plus the two the seedvc stage adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    RealVideoRealAudio,
+    RealVideoFakeAudio,
+    FakeVideoRealAudio,
+    FakeVideoFakeAudio,
+    /// "Harder": voice converted with the speaker's most similar VoxCeleb2 utterance.
+    VoiceClone,
+    /// "Hardest": voice converted with the clip's own audio as reference.
+    SelfVoiceClone,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::RealVideoRealAudio,
+        Category::RealVideoFakeAudio,
+        Category::FakeVideoRealAudio,
+        Category::FakeVideoFakeAudio,
+        Category::VoiceClone,
+        Category::SelfVoiceClone,
+    ];
+
+    /// The folder name, as FakeAVCeleb spells it.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Category::RealVideoRealAudio => "RealVideo-RealAudio",
+            Category::RealVideoFakeAudio => "RealVideo-FakeAudio",
+            Category::FakeVideoRealAudio => "FakeVideo-RealAudio",
+            Category::FakeVideoFakeAudio => "FakeVideo-FakeAudio",
+            Category::VoiceClone => "RealVideo-FakeAudio-VoiceClone",
+            Category::SelfVoiceClone => "RealVideo-FakeAudio-SelfVoiceClone",
+        }
+    }
+
+    pub fn from_dir(name: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.dir() == name)
+    }
+
+    /// Every category with fake audio.
+    pub fn audio_fake(self) -> bool {
+        !matches!(
+            self,
+            Category::RealVideoRealAudio | Category::FakeVideoRealAudio
+        )
+    }
+
+    /// y_video = 0 for RVRA only (the reference's video label).
+    pub fn video_fake(self) -> bool {
+        self != Category::RealVideoRealAudio
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir())
+    }
+}
+
+/// FakeAVCeleb's race folders.
+pub const RACES: [&str; 5] = [
+    "African",
+    "Asian (East)",
+    "Asian (South)",
+    "Caucasian (American)",
+    "Caucasian (European)",
+];
+
+/// FakeAVCeleb's gender folders.
+pub const GENDERS: [&str; 2] = ["men", "women"];
+
+/// One video of the corpus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Video {
+    /// `Category/race/gender/id/name.mp4`, '/'-separated: the stable item key.
+    pub key: String,
+    pub path: PathBuf,
+    pub category: Category,
+    pub race: String,
+    pub gender: String,
+    pub identity: String,
+    /// The file name (`00109.mp4`).
+    pub name: String,
+}
+
+fn sorted_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        out.push((name, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every `.mp4` under the category folders of `root` (unknown folders are
+/// ignored), sorted by key.
+pub fn scan(root: &Path) -> Result<Vec<Video>> {
+    let mut videos = Vec::new();
+    for (cat_name, cat_path) in sorted_dirs(root)? {
+        let Some(category) = Category::from_dir(&cat_name) else {
+            continue;
+        };
+        if !cat_path.is_dir() {
+            continue;
+        }
+        for (race, race_path) in sorted_dirs(&cat_path)? {
+            if !race_path.is_dir() {
+                continue;
+            }
+            for (gender, gender_path) in sorted_dirs(&race_path)? {
+                if !gender_path.is_dir() {
+                    continue;
+                }
+                for (identity, id_path) in sorted_dirs(&gender_path)? {
+                    if !id_path.is_dir() {
+                        continue;
+                    }
+                    for (name, path) in sorted_dirs(&id_path)? {
+                        if !name.to_ascii_lowercase().ends_with(".mp4") || !path.is_file() {
+                            continue;
+                        }
+                        videos.push(Video {
+                            key: format!("{cat_name}/{race}/{gender}/{identity}/{name}"),
+                            path,
+                            category,
+                            race: race.clone(),
+                            gender: gender.clone(),
+                            identity: identity.clone(),
+                            name,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    videos.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(videos)
+}

@@ -1,0 +1,438 @@
+//! The `elements` stage: one element (z-scored log-mel + 16 RGB frames) per
+//! video of the FakeAVCeleb-shaped trees it reads, written as safetensors
+//! shards plus a `manifest.jsonl`, with the identity-disjoint train/val split.
+//!
+//! Items are videos. Each finished item is memoized in the stage's items
+//! folder under its own fingerprint (source BLAKE3, key, the extraction
+//! parameters), so an interrupted run redoes only the items in flight, and a
+//! shard run (`--shard i/n`) fills the memo with its share. The gathering run
+//! computes whatever is still missing, then writes the outputs. Bad media
+//! (truncated, corrupt, empty, a missing stream, too short) fails its item
+//! only; the stage fails when more than `max_failed_fraction` of them do.
+//!
+//! Output bytes depend only on the inputs and the parameters (the window
+//! start of a clip is drawn from the seed and the clip's key).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::Deserialize;
+
+use super::corpus::{scan, Video};
+use super::items::{file_blake3, owns, shuffle, summarize, unit, write_atomic, ItemLog, Outcome};
+use super::{Stage, StageContext};
+use crate::media::element::{extract, ElementSpec};
+use crate::media::frames::N_SAMPLED;
+use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
+
+/// Bumped when the bytes of an element or of the outputs would change.
+const VERSION: u32 = 1;
+
+/// The built-in `elements` kind.
+pub struct Elements;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Seeds the window starts and the split.
+    seed: u64,
+    #[serde(default = "default_clip_seconds")]
+    clip_seconds: f64,
+    #[serde(default = "default_frame_size")]
+    frame_size: u32,
+    /// Videos shorter than this fail as unusable.
+    #[serde(default = "default_min_seconds")]
+    min_seconds: f64,
+    #[serde(default = "default_clips_per_shard")]
+    clips_per_shard: usize,
+    #[serde(default = "default_max_failed")]
+    max_failed_fraction: f64,
+    #[serde(default)]
+    split: SplitParams,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SplitParams {
+    #[serde(default = "default_train_fraction")]
+    train_fraction: f64,
+    /// A JSON file `{"train": [ids], "val": [ids]}` (relative to the
+    /// workspace) that replaces the seeded split.
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+impl Default for SplitParams {
+    fn default() -> Self {
+        SplitParams {
+            train_fraction: default_train_fraction(),
+            file: None,
+        }
+    }
+}
+
+fn default_clip_seconds() -> f64 {
+    3.2
+}
+fn default_frame_size() -> u32 {
+    224
+}
+fn default_min_seconds() -> f64 {
+    1.0
+}
+fn default_clips_per_shard() -> usize {
+    256
+}
+fn default_max_failed() -> f64 {
+    0.05
+}
+fn default_train_fraction() -> f64 {
+    0.7
+}
+
+impl Params {
+    fn spec(&self) -> ElementSpec {
+        ElementSpec {
+            clip_seconds: self.clip_seconds,
+            frame_size: self.frame_size,
+            min_seconds: self.min_seconds,
+        }
+    }
+}
+
+/// What the manifest says of one finished clip (besides split and shard).
+#[derive(Clone, Debug)]
+struct ClipInfo {
+    source_blake3: String,
+    window_start_sec: f64,
+    start_frame: usize,
+    memo: PathBuf,
+}
+
+impl Stage for Elements {
+    fn kind(&self) -> &'static str {
+        "elements"
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let params: Params = serde_json::from_value(ctx.params.clone())
+            .with_context(|| format!("stage {}: bad elements parameters", ctx.stage))?;
+        if params.frame_size == 0 || params.clip_seconds <= 0.0 || params.clips_per_shard == 0 {
+            bail!(
+                "stage {}: frame_size, clip_seconds and clips_per_shard must be positive",
+                ctx.stage
+            );
+        }
+        let mut videos = Vec::new();
+        for (name, root) in ctx.inputs {
+            videos.extend(
+                scan(root).with_context(|| format!("stage {}: reading input {name}", ctx.stage))?,
+            );
+        }
+        videos.sort_by(|a, b| a.key.cmp(&b.key));
+        videos.dedup_by(|a, b| a.key == b.key);
+        if videos.is_empty() {
+            bail!(
+                "stage {}: no videos found under {} (expected <Category>/<race>/<gender>/<id>/<name>.mp4)",
+                ctx.stage,
+                ctx.inputs.values().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        std::fs::create_dir_all(ctx.items_dir)
+            .with_context(|| format!("cannot create {}", ctx.items_dir.display()))?;
+        let log = ItemLog::open(ctx.step_dir)?;
+        let mine: Vec<&Video> = videos
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| owns(ctx.shard, *i))
+            .map(|(_, v)| v)
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads.max(1))
+            .build()
+            .context("cannot start the worker threads")?;
+        let mel = MelSpectrogram::new();
+        let results: Vec<Result<(String, Result<ClipInfo, String>)>> = pool.install(|| {
+            mine.par_iter()
+                .map(|v| {
+                    let r = item(v, &params, &mel, ctx.items_dir)?;
+                    let outcome = match &r {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) => Outcome::Failed(e.clone()),
+                    };
+                    log.record(&v.key, &outcome)?;
+                    Ok((v.key.clone(), r))
+                })
+                .collect()
+        });
+        let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let outcomes: Vec<(String, Outcome)> = results
+            .iter()
+            .map(|(k, r)| {
+                let o = match r {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) => Outcome::Failed(e.clone()),
+                };
+                (k.clone(), o)
+            })
+            .collect();
+        summarize(ctx.stage, &outcomes, params.max_failed_fraction)?;
+        if ctx.shard.is_some() {
+            return Ok(());
+        }
+        let split = split(ctx, &params, &videos)?;
+        let done: BTreeMap<String, ClipInfo> = results
+            .into_iter()
+            .filter_map(|(k, r)| r.ok().map(|c| (k, c)))
+            .collect();
+        write_outputs(ctx.output("elements")?, &params, &videos, &done, &split)
+    }
+}
+
+/// The item's fingerprint: everything its memo depends on.
+fn fingerprint(v: &Video, source_blake3: &str, p: &Params) -> String {
+    let canon = serde_json::json!({
+        "stage": "elements",
+        "version": VERSION,
+        "key": v.key,
+        "source": source_blake3,
+        "seed": p.seed,
+        "clip_seconds": p.clip_seconds,
+        "frame_size": p.frame_size,
+        "min_seconds": p.min_seconds,
+    });
+    blake3::hash(canon.to_string().as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+/// Computes (or finds in the memo) one video's element. The outer error is
+/// an infrastructure failure (cannot write the memo) that stops the stage;
+/// the inner one is the item's own failure.
+fn item(
+    v: &Video,
+    p: &Params,
+    mel: &MelSpectrogram,
+    items_dir: &Path,
+) -> Result<Result<ClipInfo, String>> {
+    let source_blake3 = match file_blake3(&v.path) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(format!("{e:#}"))),
+    };
+    let fp = fingerprint(v, &source_blake3, p);
+    let memo = items_dir.join(format!("{fp}.safetensors"));
+    let failed = items_dir.join(format!("{fp}.failed"));
+    if let Ok(reason) = std::fs::read_to_string(&failed) {
+        return Ok(Err(reason));
+    }
+    if let Some(info) = read_memo_info(&memo) {
+        return Ok(Ok(ClipInfo {
+            source_blake3,
+            memo,
+            ..info
+        }));
+    }
+    let u = unit(p.seed, "window", &v.key);
+    match extract(&v.path, &p.spec(), mel, u) {
+        Err(e) => {
+            let reason = e.to_string();
+            write_atomic(&failed, reason.as_bytes())?;
+            Ok(Err(reason))
+        }
+        Ok(el) => {
+            let s = p.frame_size as usize;
+            let meta: HashMap<String, String> = [
+                (
+                    "window_start_sec".to_string(),
+                    format!("{}", el.window.start_sec),
+                ),
+                ("start_frame".to_string(), el.window.start_frame.to_string()),
+            ]
+            .into();
+            let mel_bytes = f32_bytes(&el.mel);
+            let tensors = vec![
+                (
+                    "mel",
+                    TensorView::new(Dtype::F32, vec![N_MELS, N_FRAMES], &mel_bytes)?,
+                ),
+                (
+                    "frames",
+                    TensorView::new(Dtype::U8, vec![N_SAMPLED, s, s, 3], &el.frames)?,
+                ),
+            ];
+            let bytes = safetensors::serialize(tensors, &Some(meta))?;
+            write_atomic(&memo, &bytes)?;
+            Ok(Ok(ClipInfo {
+                source_blake3,
+                window_start_sec: el.window.start_sec,
+                start_frame: el.window.start_frame,
+                memo,
+            }))
+        }
+    }
+}
+
+fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The window of a memoized item from its header alone, or None when the
+/// memo is absent or unreadable (then the item is computed again).
+fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(memo).ok()?;
+    let total = f.metadata().ok()?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let n = u64::from_le_bytes(len);
+    if n > total.saturating_sub(8) || n > 1 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let meta = header.get("__metadata__")?;
+    Some(ClipInfo {
+        source_blake3: String::new(),
+        window_start_sec: meta.get("window_start_sec")?.as_str()?.parse().ok()?,
+        start_frame: meta.get("start_frame")?.as_str()?.parse().ok()?,
+        memo: memo.to_path_buf(),
+    })
+}
+
+/// identity -> "train" | "val".
+fn split(
+    ctx: &StageContext<'_>,
+    p: &Params,
+    videos: &[Video],
+) -> Result<BTreeMap<String, &'static str>> {
+    let identities: BTreeSet<&str> = videos.iter().map(|v| v.identity.as_str()).collect();
+    let mut out = BTreeMap::new();
+    if let Some(file) = &p.split.file {
+        let path = ctx.workspace.join(file);
+        #[derive(Deserialize)]
+        struct SplitFile {
+            train: Vec<String>,
+            val: Vec<String>,
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the split file {}", path.display()))?;
+        let sf: SplitFile = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: expected {{\"train\": [ids], \"val\": [ids]}}",
+                path.display()
+            )
+        })?;
+        for id in sf.train {
+            out.insert(id, "train");
+        }
+        for id in sf.val {
+            if out.insert(id.clone(), "val").is_some() {
+                bail!("{}: identity {id} is in both train and val", path.display());
+            }
+        }
+        if let Some(missing) = identities.iter().find(|id| !out.contains_key(**id)) {
+            bail!(
+                "{}: identity {missing} of the corpus is in neither train nor val; add it",
+                path.display()
+            );
+        }
+        return Ok(out);
+    }
+    // Stratify by (race, gender) of each identity's first video.
+    let mut strata: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for v in videos {
+        if !out.contains_key(&v.identity) {
+            out.insert(v.identity.clone(), "val");
+            strata
+                .entry((v.race.as_str(), v.gender.as_str()))
+                .or_default()
+                .insert(v.identity.as_str());
+        }
+    }
+    for ((race, gender), ids) in strata {
+        let mut ids: Vec<&str> = ids.into_iter().collect();
+        let h = blake3::Hasher::new()
+            .update(&p.seed.to_le_bytes())
+            .update(format!("split/{race}/{gender}").as_bytes())
+            .finalize();
+        shuffle(&mut ids, u64::from_le_bytes(h.as_bytes()[..8].try_into()?));
+        let n_train = (p.split.train_fraction * ids.len() as f64).round() as usize;
+        for id in &ids[..n_train.min(ids.len())] {
+            out.insert((*id).to_string(), "train");
+        }
+    }
+    Ok(out)
+}
+
+fn write_outputs(
+    dir: &Path,
+    p: &Params,
+    videos: &[Video],
+    done: &BTreeMap<String, ClipInfo>,
+    split: &BTreeMap<String, &'static str>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let s = p.frame_size as usize;
+    let clips: Vec<&Video> = videos
+        .iter()
+        .filter(|v| done.contains_key(&v.key))
+        .collect();
+    let mut manifest = String::new();
+    for (shard_no, chunk) in clips.chunks(p.clips_per_shard).enumerate() {
+        let shard_name = format!("shard-{shard_no:05}.safetensors");
+        let mut mels = Vec::with_capacity(chunk.len() * N_MELS * N_FRAMES * 4);
+        let mut frames = Vec::with_capacity(chunk.len() * N_SAMPLED * s * s * 3);
+        for (index, v) in chunk.iter().enumerate() {
+            let info = &done[&v.key];
+            let bytes = std::fs::read(&info.memo)
+                .with_context(|| format!("cannot read the memo {}", info.memo.display()))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| {
+                format!(
+                    "memo {} is damaged; delete it and rerun",
+                    info.memo.display()
+                )
+            })?;
+            mels.extend_from_slice(st.tensor("mel")?.data());
+            frames.extend_from_slice(st.tensor("frames")?.data());
+            let row = serde_json::json!({
+                "key": v.key,
+                "identity": v.identity,
+                "race": v.race,
+                "gender": v.gender,
+                "category": v.category.dir(),
+                "audio_fake": v.category.audio_fake(),
+                "video_fake": v.category.video_fake(),
+                "source_blake3": info.source_blake3,
+                "window_start_sec": info.window_start_sec,
+                "start_frame": info.start_frame,
+                "split": split.get(&v.identity).copied().unwrap_or("val"),
+                "shard": shard_name,
+                "index": index,
+            });
+            manifest.push_str(&row.to_string());
+            manifest.push('\n');
+        }
+        let n = chunk.len();
+        let tensors = vec![
+            (
+                "mel",
+                TensorView::new(Dtype::F32, vec![n, N_MELS, N_FRAMES], &mels)?,
+            ),
+            (
+                "frames",
+                TensorView::new(Dtype::U8, vec![n, N_SAMPLED, s, s, 3], &frames)?,
+            ),
+        ];
+        let bytes = safetensors::serialize(tensors, &None)?;
+        write_atomic(&dir.join(&shard_name), &bytes)?;
+    }
+    write_atomic(&dir.join("manifest.jsonl"), manifest.as_bytes())
+}

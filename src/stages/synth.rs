@@ -1,0 +1,313 @@
+//! The `synth` stage: the embedded default's data. A FakeAVCeleb-shaped corpus
+//! (the four category trees with their race/gender/id folders and a
+//! `meta_data.csv`) of real MP4 files (H.264 or MPEG-4 video, AAC audio,
+//! encoded through FFmpeg), plus a VoxCeleb2-shaped tree of reference
+//! utterances (`<id>/<youtube_id>/<segment>.wav`), all deterministic from the
+//! seed.
+//!
+//! The causal structure the paper depends on: every identity has a face and
+//! a voice; the mouth opening follows the syllable envelope of the speech
+//! (the picture leads the sound by `lead_seconds`), with head motion, blinks
+//! and noise. RVRA: audio and mouth from one syllable sequence. RVFA: audio
+//! from another sequence (out of sync) with vocoder artifacts. FVRA: real
+//! audio, mouth driven by another sequence inside a blended patch. FVFA: both.
+
+use std::f64::consts::TAU;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::corpus::{Category, GENDERS, RACES};
+use super::items::Rng;
+use super::synth_face::{self, Blend, Face};
+use super::synth_voice::{self, Artifacts, Utterance, Voice};
+use super::{Stage, StageContext};
+use crate::media::encode::{write_mp4, VideoSpec};
+use crate::media::wav::write_pcm16;
+
+const VERSION: u32 = 1;
+
+/// The built-in `synth` kind.
+pub struct Synth;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub seed: u64,
+    pub identities: usize,
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    #[serde(default = "default_frame_size")]
+    pub frame_size: u32,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    #[serde(default = "default_min_seconds")]
+    pub min_seconds: f64,
+    #[serde(default = "default_max_seconds")]
+    pub max_seconds: f64,
+    /// Videos per identity in each of the four categories.
+    #[serde(default = "default_one")]
+    pub videos_per_category: usize,
+    /// VoxCeleb2-shaped reference utterances per identity.
+    #[serde(default = "default_vox2")]
+    pub vox2_utterances: usize,
+    /// How far the mouth leads the sound (seconds).
+    #[serde(default = "default_lead")]
+    pub lead_seconds: f64,
+}
+
+fn default_fps() -> u32 {
+    25
+}
+fn default_frame_size() -> u32 {
+    96
+}
+fn default_sample_rate() -> u32 {
+    16_000
+}
+fn default_min_seconds() -> f64 {
+    3.5
+}
+fn default_max_seconds() -> f64 {
+    5.0
+}
+fn default_one() -> usize {
+    1
+}
+fn default_vox2() -> usize {
+    3
+}
+fn default_lead() -> f64 {
+    0.04
+}
+
+/// One identity of the corpus.
+struct Identity {
+    id: String,
+    race: &'static str,
+    gender: &'static str,
+    voice: Voice,
+    face: Face,
+}
+
+fn identities(p: &Params) -> Vec<Identity> {
+    (0..p.identities)
+        .map(|i| {
+            let id = format!("id{:05}", 100 + i);
+            let gender = GENDERS[(i / RACES.len()) % GENDERS.len()];
+            let mut rng = Rng::for_item(p.seed, "identity", &id);
+            Identity {
+                race: RACES[i % RACES.len()],
+                gender,
+                voice: Voice::random(&mut rng, gender == "women"),
+                face: Face::random(&mut rng),
+                id,
+            }
+        })
+        .collect()
+}
+
+/// FakeAVCeleb's method name and category letter.
+fn method(c: Category) -> (&'static str, &'static str) {
+    match c {
+        Category::RealVideoRealAudio => ("real", "A"),
+        Category::RealVideoFakeAudio => ("rtvc", "B"),
+        Category::FakeVideoRealAudio => ("wav2lip", "C"),
+        _ => ("faceswap-wav2lip", "D"),
+    }
+}
+
+impl Stage for Synth {
+    fn kind(&self) -> &'static str {
+        "synth"
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let p: Params = serde_json::from_value(ctx.params.clone())
+            .with_context(|| format!("stage {}: bad synth parameters", ctx.stage))?;
+        if p.identities == 0 || p.fps == 0 || p.frame_size < 16 || p.min_seconds <= 0.0 {
+            bail!(
+                "stage {}: identities and fps must be positive, frame_size at least 16, min_seconds positive",
+                ctx.stage
+            );
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads.max(1))
+            .build()
+            .context("cannot start the worker threads")?;
+        pool.install(|| generate(&p, ctx.output("fakeavceleb")?, ctx.output("vox2")?))
+    }
+}
+
+/// Writes the corpus into `fakeavceleb` and the reference tree into `vox2`.
+pub fn generate(p: &Params, fakeavceleb: &Path, vox2: &Path) -> Result<()> {
+    let ids = identities(p);
+    let cats = [
+        Category::RealVideoRealAudio,
+        Category::RealVideoFakeAudio,
+        Category::FakeVideoRealAudio,
+        Category::FakeVideoFakeAudio,
+    ];
+    let mut jobs = Vec::new();
+    for who in &ids {
+        for c in cats {
+            for n in 0..p.videos_per_category {
+                let (m, _) = method(c);
+                let name = if c == Category::RealVideoRealAudio {
+                    format!("{:05}.mp4", n + 1)
+                } else {
+                    format!("{:05}_{m}.mp4", n + 1)
+                };
+                jobs.push((who, c, name));
+            }
+        }
+    }
+    jobs.par_iter()
+        .map(|(who, c, name)| {
+            let dir = fakeavceleb
+                .join(c.dir())
+                .join(who.race)
+                .join(who.gender)
+                .join(&who.id);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let key = format!("{}/{}/{}/{}/{name}", c.dir(), who.race, who.gender, who.id);
+            video(p, who, *c, &key, &dir.join(name))
+        })
+        .collect::<Result<()>>()?;
+    let mut csv = String::from("source,target1,target2,method,category,type,race,gender,path,\n");
+    for (who, c, name) in &jobs {
+        let (m, letter) = method(*c);
+        csv.push_str(&format!(
+            "{},-,-,{m},{letter},{},{},{},{name},FakeAVCeleb/{}/{}/{}/{}\n",
+            who.id,
+            c.dir(),
+            who.race,
+            who.gender,
+            c.dir(),
+            who.race,
+            who.gender,
+            who.id
+        ));
+    }
+    std::fs::write(fakeavceleb.join("meta_data.csv"), csv)
+        .with_context(|| format!("cannot write {}", fakeavceleb.display()))?;
+    ids.par_iter()
+        .map(|who| references(p, who, vox2))
+        .collect::<Result<()>>()
+}
+
+/// The three syllable sequences a video may use, and its duration.
+fn sequences(p: &Params, who: &Identity, rng: &mut Rng) -> (f64, [Utterance; 3]) {
+    let seconds = rng.range(p.min_seconds, p.max_seconds.max(p.min_seconds));
+    let a = Utterance::random(rng, &who.voice, seconds);
+    let b = Utterance::random(rng, &who.voice, seconds);
+    let c = Utterance::random(rng, &who.voice, seconds);
+    (seconds, [a, b, c])
+}
+
+fn video(p: &Params, who: &Identity, c: Category, key: &str, path: &Path) -> Result<()> {
+    let mut rng = Rng::for_item(p.seed, "video", key);
+    let (seconds, [a, b, cc]) = sequences(p, who, &mut rng);
+    let fake_audio = Artifacts {
+        flat_pitch: true,
+        frame_ripple_hz: rng.range(60.0, 110.0),
+        lowpass_hz: rng.range(3000.0, 4500.0),
+    };
+    // A visible but modest tone shift of the swapped lower face: 8..22 levels
+    // per channel, either way.
+    let mut shift = [0.0; 3];
+    for s in shift.iter_mut() {
+        let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+        *s = sign * rng.range(8.0, 22.0);
+    }
+    let blend = Blend { shift };
+    let (speech, art, mouth, blended) = match c {
+        Category::RealVideoRealAudio => (&a, Artifacts::default(), &a, false),
+        Category::RealVideoFakeAudio => (&b, fake_audio, &a, false),
+        Category::FakeVideoRealAudio => (&a, Artifacts::default(), &b, true),
+        _ => (&b, fake_audio, &cc, true),
+    };
+    let audio = synth_voice::render(speech, &who.voice, p.sample_rate, art, &mut rng);
+    let frames = faces(p, who, mouth, seconds, blended.then_some(blend), &mut rng);
+    let spec = VideoSpec {
+        width: p.frame_size,
+        height: p.frame_size,
+        fps: p.fps,
+    };
+    write_mp4(path, &spec, &frames, &audio, p.sample_rate)?;
+    Ok(())
+}
+
+fn faces(
+    p: &Params,
+    who: &Identity,
+    mouth: &Utterance,
+    seconds: f64,
+    blend: Option<Blend>,
+    rng: &mut Rng,
+) -> Vec<Vec<u8>> {
+    let n = (seconds * f64::from(p.fps)).round() as usize;
+    let size = p.frame_size as usize;
+    let amp = size as f64 / 48.0;
+    let (ph1, ph2) = (rng.range(0.0, TAU), rng.range(0.0, TAU));
+    let mut blink_until = 0usize;
+    (0..n)
+        .map(|f| {
+            let t = f as f64 / f64::from(p.fps);
+            // The picture leads the sound: the mouth now shows what is heard next.
+            let open = mouth.envelope(t + p.lead_seconds);
+            let head = (
+                amp * (1.2 * (TAU * 0.3 * t + ph1).sin() + 0.4 * (TAU * 1.1 * t).sin()),
+                amp * 0.8 * (TAU * 0.23 * t + ph2).sin(),
+            );
+            if f >= blink_until && rng.uniform() < 0.015 {
+                blink_until = f + 3;
+            }
+            let flicker = rng.uniform();
+            synth_face::render(
+                &who.face,
+                size,
+                open,
+                head,
+                f < blink_until,
+                blend.map(|b| (b, flicker)),
+                rng,
+            )
+        })
+        .collect()
+}
+
+/// The identity's VoxCeleb2-shaped reference utterances (real speech, new
+/// sequences), as 16-bit WAV files.
+fn references(p: &Params, who: &Identity, vox2: &Path) -> Result<()> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    for u in 0..p.vox2_utterances {
+        let mut rng = Rng::for_item(p.seed, "vox2", &format!("{}/{u}", who.id));
+        let yt: String = (0..11)
+            .map(|_| ALPHABET[rng.below(ALPHABET.len())] as char)
+            .collect();
+        let dir = vox2.join(&who.id).join(yt);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let seconds = rng.range(3.0, 6.0);
+        let utt = Utterance::random(&mut rng, &who.voice, seconds);
+        let audio = synth_voice::render(
+            &utt,
+            &who.voice,
+            p.sample_rate,
+            Artifacts::default(),
+            &mut rng,
+        );
+        let path = dir.join(format!("{:05}.wav", u + 1));
+        write_pcm16(&path, &audio, p.sample_rate)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

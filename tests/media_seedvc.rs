@@ -1,0 +1,311 @@
+//! The seedvc stage with small scripts standing in for Seed-VC (one that
+//! writes Seed-VC's output names, one that fails, one that writes nothing),
+//! and the built-in stand-in converter.
+#![cfg(feature = "media")]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
+use pipeline::stages::corpus::scan;
+use pipeline::stages::seedvc::extract_source_wav;
+use pipeline::stages::vc_standin::{run as vc_standin, VcStandinArgs};
+use pipeline::stages::{lookup, StageContext};
+use serde_json::{json, Value};
+
+struct Ws {
+    dir: tempfile::TempDir,
+    fake: PathBuf,
+    vox: PathBuf,
+}
+
+fn corpus() -> Ws {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("FakeAVCeleb");
+    let vox = dir.path().join("vox2");
+    let outputs = BTreeMap::from([
+        ("fakeavceleb".to_string(), fake.clone()),
+        ("vox2".to_string(), vox.clone()),
+    ]);
+    let params = json!({"seed": 5, "identities": 3, "frame_size": 48, "min_seconds": 3.0, "max_seconds": 3.2, "vox2_utterances": 2});
+    let (step, items) = (
+        dir.path().join("synth-step"),
+        dir.path().join("synth-items"),
+    );
+    let ctx = StageContext {
+        workspace: dir.path(),
+        stage: "synth",
+        params: &params,
+        inputs: &BTreeMap::new(),
+        outputs: &outputs,
+        step_dir: &step,
+        items_dir: &items,
+        shard: None,
+        threads: 2,
+    };
+    lookup("synth").unwrap().run(&ctx).unwrap();
+    Ws { dir, fake, vox }
+}
+
+fn script(ws: &Ws, name: &str, body: &str) -> PathBuf {
+    let p = ws.dir.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Parses Seed-VC's `--source S --target R --output D` into $S $R $D.
+const PARSE: &str = r#"while [ $# -gt 0 ]; do case "$1" in --source) S="$2"; shift;; --target) R="$2"; shift;; --output) D="$2"; shift;; esac; shift; done
+s=$(basename "$S"); s=${s%%.*}; r=$(basename "$R"); r=${r%%.*}"#;
+
+fn run_seedvc(ws: &Ws, command: Vec<String>, tag: &str) -> (anyhow::Result<()>, PathBuf, PathBuf) {
+    let out = ws.dir.path().join(format!("voiceclone-{tag}"));
+    let step = ws.dir.path().join(format!("step-{tag}"));
+    let items = ws.dir.path().join(format!("items-{tag}"));
+    let inputs = BTreeMap::from([
+        ("fakeavceleb".to_string(), ws.fake.clone()),
+        ("vox2".to_string(), ws.vox.clone()),
+    ]);
+    let outputs = BTreeMap::from([("voiceclone".to_string(), out.clone())]);
+    let params = json!({"command": command, "timeout_seconds": 60});
+    let ctx = StageContext {
+        workspace: ws.dir.path(),
+        stage: "seedvc",
+        params: &params,
+        inputs: &inputs,
+        outputs: &outputs,
+        step_dir: &step,
+        items_dir: &items,
+        shard: None,
+        threads: 2,
+    };
+    (lookup("seedvc").unwrap().run(&ctx), out, step)
+}
+
+fn log_lines(step: &Path, file: &str) -> Vec<Value> {
+    std::fs::read_to_string(step.join(file))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn argv(script: &Path) -> Vec<String> {
+    vec![
+        script.to_string_lossy().into_owned(),
+        "--source".into(),
+        "{source}".into(),
+        "--target".into(),
+        "{target}".into(),
+        "--output".into(),
+        "{output}".into(),
+        "--diffusion-steps".into(),
+        "25".into(),
+    ]
+}
+
+#[test]
+fn a_seedvc_v2_script_gives_both_trees_muxed_on_the_original_video() {
+    let ws = corpus();
+    // A VoxCeleb2 candidate byte-identical to one source's audio must never be chosen.
+    let rvra = scan(&ws.fake)
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.category.dir() == "RealVideo-RealAudio")
+        .collect::<Vec<_>>();
+    let dupe_dir = ws.vox.join(&rvra[0].identity).join("dupe");
+    let dupe = extract_source_wav(&rvra[0].path, &dupe_dir).unwrap();
+    let s = script(
+        &ws,
+        "seedvc-v2.sh",
+        &format!("{PARSE}\ncp \"$S\" \"$D/vc_v2_${{s}}_${{r}}_1.0_25_0.7.wav\""),
+    );
+    let (r, out, step) = run_seedvc(&ws, argv(&s), "v2");
+    r.unwrap();
+    let made = scan(&out).unwrap();
+    assert_eq!(made.len(), 6);
+    assert_eq!(
+        made.iter()
+            .filter(|v| v.category.dir() == "RealVideo-FakeAudio-SelfVoiceClone")
+            .count(),
+        3
+    );
+    assert_eq!(
+        made.iter()
+            .filter(|v| v.category.dir() == "RealVideo-FakeAudio-VoiceClone")
+            .count(),
+        3
+    );
+    for v in &made {
+        let src = rvra
+            .iter()
+            .find(|s| s.identity == v.identity && s.name == v.name)
+            .unwrap();
+        let p = probe(&v.path).unwrap();
+        assert!(p.audio.is_some() && p.video.is_some(), "{}", v.key);
+        // The video stream is copied: the same pictures.
+        let idx = [0usize, 10, 40];
+        let a = decode_frames(&v.path, &idx, None).unwrap();
+        let b = decode_frames(&src.path, &idx, None).unwrap();
+        assert_eq!(a.images, b.images, "{}", v.key);
+        assert!(decode_audio_mono(&v.path, 16_000).unwrap().len() > 40_000);
+    }
+    let plan = log_lines(&step, "plan.jsonl");
+    assert_eq!(plan.len(), 6);
+    for row in plan.iter().filter(|r| {
+        r["item"]
+            .as_str()
+            .unwrap()
+            .starts_with("RealVideo-FakeAudio-VoiceClone/")
+    }) {
+        let item = row["item"].as_str().unwrap();
+        let reference = row["reference"].as_str().unwrap();
+        let id = item.split('/').nth(3).unwrap();
+        assert!(
+            reference.starts_with(&format!("{id}/")),
+            "{item} took {reference}"
+        );
+        assert!(
+            !reference.contains("dupe"),
+            "{item} took the byte-identical {}",
+            dupe.display()
+        );
+    }
+    assert!(log_lines(&step, "items.jsonl")
+        .iter()
+        .all(|l| l["status"] == "ok"));
+}
+
+#[test]
+fn seedvc_v1_names_are_found_too_and_the_hugging_face_cache_is_passed() {
+    let ws = corpus();
+    // The converter sees the caller's Hugging Face cache variables.
+    let hf = ws.dir.path().join("hf");
+    std::env::set_var("HF_HOME", &hf);
+    let s = script(
+        &ws,
+        "seedvc-v1.sh",
+        &format!(
+            "[ \"$HF_HOME\" = \"{}\" ] || exit 9\n{PARSE}\ncp \"$S\" \"$D/vc_${{s}}_${{r}}_1.0_30_0.7.wav\"",
+            hf.display()
+        ),
+    );
+    let (r, out, _) = run_seedvc(&ws, argv(&s), "v1");
+    r.unwrap();
+    assert_eq!(scan(&out).unwrap().len(), 6);
+}
+
+#[test]
+fn a_failing_converter_fails_its_items_and_nothing_is_labelled_fake() {
+    let ws = corpus();
+    let s = script(&ws, "fails.sh", "echo 'CUDA out of memory' >&2\nexit 3");
+    let (r, out, step) = run_seedvc(&ws, argv(&s), "fail");
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(err.contains("6 of 6 items failed"), "{err}");
+    assert!(!out.exists() || scan(&out).unwrap().is_empty());
+    let log = log_lines(&step, "items.jsonl");
+    assert_eq!(log.len(), 6);
+    for l in &log {
+        let reason = l["reason"].as_str().unwrap();
+        assert!(
+            l["status"] == "failed"
+                && reason.contains("exited")
+                && reason.contains("CUDA out of memory"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn a_converter_that_writes_nothing_fails_its_items() {
+    let ws = corpus();
+    let s = script(&ws, "silent.sh", "exit 0");
+    let (r, _, step) = run_seedvc(&ws, argv(&s), "silent");
+    assert!(r.is_err());
+    for l in log_lines(&step, "items.jsonl") {
+        assert!(
+            l["reason"].as_str().unwrap().contains("wrote no output"),
+            "{l}"
+        );
+    }
+}
+
+fn envelope(x: &[f32], hop: usize) -> Vec<f64> {
+    x.chunks(hop)
+        .map(|c| (c.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .collect()
+}
+
+fn corr(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let ma = a.iter().sum::<f64>() / n as f64;
+    let mb = b.iter().sum::<f64>() / n as f64;
+    let ab: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let aa: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let bb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    ab / (aa * bb).sqrt()
+}
+
+#[test]
+fn the_stand_in_keeps_the_timing_changes_the_waveform_and_names_like_seedvc() {
+    let ws = corpus();
+    let v = scan(&ws.fake)
+        .unwrap()
+        .into_iter()
+        .find(|v| v.category.dir() == "RealVideo-RealAudio")
+        .unwrap();
+    let src = extract_source_wav(&v.path, &ws.dir.path().join("in")).unwrap();
+    let yt = std::fs::read_dir(ws.vox.join(&v.identity))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reference = std::fs::read_dir(yt)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let ref_stem = reference
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let out = ws.dir.path().join("out");
+    vc_standin(VcStandinArgs {
+        source: src.clone(),
+        target: reference.clone(),
+        output: out.clone(),
+        diffusion_steps: 25,
+        length_adjust: 1.0,
+        intelligibility_cfg_rate: 0.7,
+        similarity_cfg_rate: 0.7,
+        top_p: 0.9,
+        temperature: 1.0,
+        repetition_penalty: 1.0,
+        convert_style: "false".into(),
+        anonymization_only: "false".into(),
+    })
+    .unwrap();
+    let name = format!(
+        "vc_v2_{}_{ref_stem}_1.0_25_0.7.wav",
+        v.name.split('.').next().unwrap()
+    );
+    let wav = out.join(&name);
+    assert!(wav.is_file(), "expected {name}");
+    assert_eq!(probe(&wav).unwrap().audio.unwrap().sample_rate, 22_050);
+    let a = decode_audio_mono(&src, 16_000).unwrap();
+    let b = decode_audio_mono(&wav, 16_000).unwrap();
+    let env = corr(&envelope(&a, 160), &envelope(&b, 160));
+    let n = a.len().min(b.len());
+    let wave = corr(
+        &a[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>(),
+        &b[..n].iter().map(|&x| f64::from(x)).collect::<Vec<_>>(),
+    );
+    println!("stand-in: envelope correlation {env:.3}, waveform correlation {wave:.3}");
+    assert!(env > 0.9, "timing not kept: {env}");
+    assert!(wave.abs() < 0.5, "waveform barely changed: {wave}");
+}
