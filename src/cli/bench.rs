@@ -19,6 +19,9 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum What {
+    /// Element extraction: clips per second beside the ffmpeg CLI's decode floor.
+    #[cfg(feature = "media")]
+    Elements(pipeline::stages::elements_bench::BenchElementsArgs),
     /// No-op `pipeline status` over outputs holding N files of 1 KiB.
     Status {
         #[arg(long, default_value_t = 100_000)]
@@ -42,6 +45,8 @@ enum What {
 
 pub async fn run(a: &BenchArgs, _workspace: &Path) -> Result<i32> {
     match &a.what {
+        #[cfg(feature = "media")]
+        What::Elements(e) => pipeline::stages::elements_bench::run(e.clone()).map(|_| 0),
         What::Status { files, repeat, dir } => bench_status(*files, *repeat, dir.as_deref()),
         What::Hash { mib, repeat, dir } => bench_hash(*mib, *repeat, dir.as_deref()),
     }

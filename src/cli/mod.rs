@@ -81,6 +81,15 @@ enum Cmd {
     Unlock,
     /// Print benchmark numbers.
     Bench(bench::BenchArgs),
+    /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
+    #[cfg(feature = "media")]
+    VcStandin(pipeline::stages::vc_standin::VcStandinArgs),
+    /// Look at element files.
+    #[cfg(feature = "media")]
+    Elements {
+        #[command(subcommand)]
+        cmd: ElementsCmd,
+    },
     /// Run one step as a job (what executors call; not for people).
     #[command(hide = true)]
     ExecStep {
@@ -129,6 +138,13 @@ enum DagFormat {
     Text,
     Dot,
     Mermaid,
+}
+
+#[cfg(feature = "media")]
+#[derive(Subcommand)]
+enum ElementsCmd {
+    /// Print a clip's manifest row; write its 16 frames and its mel as PNG images.
+    Inspect(pipeline::stages::elements_inspect::InspectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -280,6 +296,12 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench(a) => bench::run(a, &cli.workspace).await,
+        #[cfg(feature = "media")]
+        Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
+        #[cfg(feature = "media")]
+        Cmd::Elements {
+            cmd: ElementsCmd::Inspect(a),
+        } => pipeline::stages::elements_inspect::run(a.clone()).map(|_| 0),
         Cmd::ExecStep { .. } => unreachable!("handled before the runtime starts"),
     }
 }
