@@ -377,13 +377,21 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
             Verdict::UpToDate { .. } => ("up_to_date", Vec::new()),
             Verdict::Frozen => ("frozen", Vec::new()),
             Verdict::Stale { reasons } => ("stale", reasons.clone()),
+            Verdict::Invalid { .. } => ("invalid", Vec::new()),
+        };
+        let error = match &ev.verdict {
+            Verdict::Invalid { message } => Some(message.clone()),
+            _ => None,
         };
         rows.push(serde_json::json!({
             "stage": spec.name,
             "kind": spec.kind_name(),
             "state": state,
             "reasons": reasons,
-            "why": reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "why": match &error {
+                Some(e) => vec![e.clone()],
+                None => reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            },
             "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state})),
             "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "executor": s.executor, "finished_at": s.finished_at, "error": s.error, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "attempts": s.attempts})),
         }));

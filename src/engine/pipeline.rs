@@ -190,8 +190,8 @@ fn read_yaml<T: for<'de> Deserialize<'de>>(file: &Path) -> Result<T> {
 pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
     let raw: RawPipeline = read_yaml(file)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let config_dir = base.join(raw.config.as_deref().unwrap_or("../config"));
-    let stages_dir = base.join(raw.stages_dir.as_deref().unwrap_or("../stages"));
+    let config_dir = clean(&base.join(raw.config.as_deref().unwrap_or("../config")));
+    let stages_dir = clean(&base.join(raw.stages_dir.as_deref().unwrap_or("../stages")));
     let mut stages = Vec::new();
     for (name, entry) in raw.stages.0 {
         check_name(&name).map_err(|e| anyhow!("{}: stage '{name}': {e}", file.display()))?;
@@ -208,7 +208,7 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
                 profiles,
                 ..
             }) => {
-                let m = base.join(m);
+                let m = clean(&base.join(m));
                 let mut raw = read_yaml::<RawStage>(&m)?;
                 if profiles.is_some() {
                     raw.profiles = profiles;
@@ -234,6 +234,28 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
         config_dir,
         stages,
     })
+}
+
+/// `a/b/../c` -> `a/c`, without touching the file system, so messages name
+/// files the way a person would.
+fn clean(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 fn check_name(name: &str) -> Result<(), String> {

@@ -170,6 +170,10 @@ pub enum Verdict {
     },
     /// Frozen stages never run (DVC's `frozen: true`).
     Frozen,
+    /// The stage cannot be evaluated (a parameters file is missing, say).
+    Invalid {
+        message: String,
+    },
 }
 
 /// A stage evaluated against the store and the workspace.

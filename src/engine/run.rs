@@ -140,8 +140,19 @@ pub async fn evaluate_all(
             .filter(|u| stale.contains(u))
             .map(|u| planner.dag.stages()[u].name.clone())
             .collect();
-        let ev = planner.evaluate(i, &pending, force.contains(&i)).await?;
-        if matches!(ev.verdict, Verdict::Stale { .. }) {
+        let ev = match planner.evaluate(i, &pending, force.contains(&i)).await {
+            Ok(ev) => ev,
+            Err(e) => Evaluation {
+                stage: i,
+                verdict: Verdict::Invalid {
+                    message: format!("{e:#}"),
+                },
+                fingerprint: None,
+                key: None,
+                inputs: Vec::new(),
+            },
+        };
+        if matches!(ev.verdict, Verdict::Stale { .. } | Verdict::Invalid { .. }) {
             stale.insert(i);
         }
         out.push(ev);
@@ -405,10 +416,18 @@ pub async fn run(
             let stage = dag.stages()[ev.stage].name.clone();
             match ev.verdict {
                 Verdict::Stale { reasons } => rep.event(Event::WouldRun { stage, reasons }),
+                Verdict::Invalid { message } => rep.event(Event::Blocked {
+                    stage,
+                    because: message,
+                }),
                 _ => rep.event(Event::UpToDate { stage }),
             }
         }
         return Ok(summary);
+    }
+    // Every selected stage's parameters resolve before anything runs.
+    for &i in &sel {
+        planner.params(i)?;
     }
     let exec = LocalExecutor::new(&ws.root)?;
     let run_id = ws
@@ -500,6 +519,7 @@ pub async fn run(
                 }
                 let ev = planner.evaluate(i, &[], force.contains(&i)).await?;
                 let reasons = match &ev.verdict {
+                    Verdict::Invalid { message } => anyhow::bail!("{message}"),
                     Verdict::UpToDate { .. } | Verdict::Frozen => {
                         state.insert(i, State::Done);
                         summary.up_to_date.push(spec.name.clone());
