@@ -437,3 +437,61 @@ fn bad_media_fails_its_item_only_and_the_fraction_decides_the_stage() {
         "{msg}"
     );
 }
+
+fn clip_mel(dir: &Path, row: &Value) -> Vec<u8> {
+    let bytes = std::fs::read(dir.join(row["shard"].as_str().unwrap())).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let n = 128 * 768 * 4;
+    let i = row["index"].as_u64().unwrap() as usize;
+    st.tensor("mel").unwrap().data()[i * n..(i + 1) * n].to_vec()
+}
+
+#[test]
+fn several_clips_per_video_get_their_own_windows_and_keys() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (race, gender, id) = GOOD_IDS[0];
+    clip(
+        &data
+            .path()
+            .join("RealVideo-RealAudio")
+            .join(race)
+            .join(gender)
+            .join(id)
+            .join("long.mp4"),
+        8.0,
+        true,
+        true,
+        440,
+    );
+    let one = Run::new();
+    let out1 = one.ws.path().join("e1");
+    one.run(data.path(), &out1, &params(), None).unwrap();
+    let three = Run::new();
+    let out3 = three.ws.path().join("e3");
+    let mut p = params();
+    p["clips_per_video"] = json!(3);
+    p["clips_per_shard"] = json!(2);
+    three.run(data.path(), &out3, &p, None).unwrap();
+    let rows1 = manifest(&out1);
+    let rows3 = manifest(&out3);
+    assert_eq!(rows3.len(), 3);
+    let key = rows1[0]["key"].as_str().unwrap();
+    for (j, r) in rows3.iter().enumerate() {
+        assert_eq!(r["key"].as_str().unwrap(), format!("{key}#{j}"));
+    }
+    assert_eq!(
+        (rows3[2]["shard"].as_str(), rows3[2]["index"].as_u64()),
+        (Some("shard-00001.safetensors"), Some(0))
+    );
+    // The first clip is the one-clip run's clip; the others start elsewhere.
+    assert_eq!(rows3[0]["start_frame"], rows1[0]["start_frame"]);
+    assert_eq!(clip_mel(&out3, &rows3[0]), clip_mel(&out1, &rows1[0]));
+    let starts: BTreeSet<u64> = rows3
+        .iter()
+        .map(|r| r["start_frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 3, "{rows3:?}");
+}

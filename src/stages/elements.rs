@@ -1,5 +1,6 @@
 //! The `elements` stage: one element (z-scored log-mel + 16 RGB frames) per
-//! video of the FakeAVCeleb-shaped trees it reads, written as safetensors
+//! video (or `clips_per_video` of them, keyed `<key>#j`) of the
+//! FakeAVCeleb-shaped trees it reads, written as safetensors
 //! shards plus a `manifest.jsonl`, with the identity-disjoint train/val split.
 //!
 //! Items are videos. Each finished item is memoized in the stage's items
@@ -48,6 +49,9 @@ struct Params {
     min_seconds: f64,
     #[serde(default = "default_clips_per_shard")]
     clips_per_shard: usize,
+    /// Clips (windows) per video; keys get a `#j` suffix when above 1.
+    #[serde(default = "default_clips_per_video")]
+    clips_per_video: usize,
     #[serde(default = "default_max_failed")]
     max_failed_fraction: f64,
     #[serde(default)]
@@ -86,6 +90,9 @@ fn default_min_seconds() -> f64 {
 fn default_clips_per_shard() -> usize {
     256
 }
+fn default_clips_per_video() -> usize {
+    1
+}
 fn default_max_failed() -> f64 {
     0.05
 }
@@ -103,12 +110,12 @@ impl Params {
     }
 }
 
-/// What the manifest says of one finished clip (besides split and shard).
+/// What the manifest says of one finished video (besides split and shard).
 #[derive(Clone, Debug)]
 struct ClipInfo {
     source_blake3: String,
-    window_start_sec: f64,
-    start_frame: usize,
+    /// Per clip of the video: (window start in seconds, start frame).
+    windows: Vec<(f64, usize)>,
     memo: PathBuf,
 }
 
@@ -124,9 +131,13 @@ impl Stage for Elements {
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
         let params: Params = serde_json::from_value(ctx.params.clone())
             .with_context(|| format!("stage {}: bad elements parameters", ctx.stage))?;
-        if params.frame_size == 0 || params.clip_seconds <= 0.0 || params.clips_per_shard == 0 {
+        if params.frame_size == 0
+            || params.clip_seconds <= 0.0
+            || params.clips_per_shard == 0
+            || params.clips_per_video == 0
+        {
             bail!(
-                "stage {}: frame_size, clip_seconds and clips_per_shard must be positive",
+                "stage {}: frame_size, clip_seconds, clips_per_shard and clips_per_video must be positive",
                 ctx.stage
             );
         }
@@ -207,6 +218,7 @@ fn fingerprint(v: &Video, source_blake3: &str, p: &Params) -> String {
         "clip_seconds": p.clip_seconds,
         "frame_size": p.frame_size,
         "min_seconds": p.min_seconds,
+        "clips_per_video": p.clips_per_video,
     });
     blake3::hash(canon.to_string().as_bytes())
         .to_hex()
@@ -239,51 +251,65 @@ fn item(
             ..info
         }));
     }
-    let u = unit(p.seed, "window", &v.key);
-    match extract(&v.path, &p.spec(), mel, u) {
-        Err(e) => {
-            let reason = e.to_string();
-            write_atomic(&failed, reason.as_bytes())?;
-            Ok(Err(reason))
-        }
-        Ok(el) => {
-            let s = p.frame_size as usize;
-            let meta: HashMap<String, String> = [
-                (
-                    "window_start_sec".to_string(),
-                    format!("{}", el.window.start_sec),
-                ),
-                ("start_frame".to_string(), el.window.start_frame.to_string()),
-            ]
-            .into();
-            let mel_bytes = f32_bytes(&el.mel);
-            let tensors = vec![
-                (
-                    "mel",
-                    TensorView::new(Dtype::F32, vec![N_MELS, N_FRAMES], &mel_bytes)?,
-                ),
-                (
-                    "frames",
-                    TensorView::new(Dtype::U8, vec![N_SAMPLED, s, s, 3], &el.frames)?,
-                ),
-            ];
-            let bytes = safetensors::serialize(tensors, &Some(meta))?;
-            write_atomic(&memo, &bytes)?;
-            Ok(Ok(ClipInfo {
-                source_blake3,
-                window_start_sec: el.window.start_sec,
-                start_frame: el.window.start_frame,
-                memo,
-            }))
+    let s = p.frame_size as usize;
+    let mut mels = Vec::new();
+    let mut frames = Vec::new();
+    let mut windows = Vec::new();
+    for j in 0..p.clips_per_video {
+        // The first clip's draw does not depend on how many clips there are.
+        let purpose = if j == 0 {
+            "window".to_string()
+        } else {
+            format!("window/{j}")
+        };
+        match extract(&v.path, &p.spec(), mel, unit(p.seed, &purpose, &v.key)) {
+            Err(e) => {
+                let reason = e.to_string();
+                write_atomic(&failed, reason.as_bytes())?;
+                return Ok(Err(reason));
+            }
+            Ok(el) => {
+                mels.extend(f32_bytes(&el.mel));
+                frames.extend(el.frames);
+                windows.push((el.window.start_sec, el.window.start_frame));
+            }
         }
     }
+    let list =
+        |f: &dyn Fn(&(f64, usize)) -> String| windows.iter().map(f).collect::<Vec<_>>().join(",");
+    let meta: HashMap<String, String> = [
+        (
+            "window_start_sec".to_string(),
+            list(&|w| format!("{}", w.0)),
+        ),
+        ("start_frame".to_string(), list(&|w| w.1.to_string())),
+    ]
+    .into();
+    let k = p.clips_per_video;
+    let tensors = vec![
+        (
+            "mel",
+            TensorView::new(Dtype::F32, vec![k, N_MELS, N_FRAMES], &mels)?,
+        ),
+        (
+            "frames",
+            TensorView::new(Dtype::U8, vec![k, N_SAMPLED, s, s, 3], &frames)?,
+        ),
+    ];
+    let bytes = safetensors::serialize(tensors, &Some(meta))?;
+    write_atomic(&memo, &bytes)?;
+    Ok(Ok(ClipInfo {
+        source_blake3,
+        windows,
+        memo,
+    }))
 }
 
 fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// The window of a memoized item from its header alone, or None when the
+/// The windows of a memoized item from its header alone, or None when the
 /// memo is absent or unreadable (then the item is computed again).
 fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
     use std::io::Read;
@@ -299,10 +325,15 @@ fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
     f.read_exact(&mut header).ok()?;
     let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
     let meta = header.get("__metadata__")?;
+    let secs = meta.get("window_start_sec")?.as_str()?.split(',');
+    let starts = meta.get("start_frame")?.as_str()?.split(',');
+    let windows = secs
+        .zip(starts)
+        .map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .collect::<Option<Vec<_>>>()?;
     Some(ClipInfo {
         source_blake3: String::new(),
-        window_start_sec: meta.get("window_start_sec")?.as_str()?.parse().ok()?,
-        start_frame: meta.get("start_frame")?.as_str()?.parse().ok()?,
+        windows,
         memo: memo.to_path_buf(),
     })
 }
@@ -381,29 +412,53 @@ fn write_outputs(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let s = p.frame_size as usize;
-    let clips: Vec<&Video> = videos
+    let k = p.clips_per_video;
+    let clips: Vec<(&Video, usize)> = videos
         .iter()
         .filter(|v| done.contains_key(&v.key))
+        .flat_map(|v| (0..k).map(move |j| (v, j)))
         .collect();
+    let (mel_len, frames_len) = (N_MELS * N_FRAMES * 4, N_SAMPLED * s * s * 3);
     let mut manifest = String::new();
+    let mut loaded: Option<(PathBuf, Vec<u8>)> = None;
     for (shard_no, chunk) in clips.chunks(p.clips_per_shard).enumerate() {
         let shard_name = format!("shard-{shard_no:05}.safetensors");
-        let mut mels = Vec::with_capacity(chunk.len() * N_MELS * N_FRAMES * 4);
-        let mut frames = Vec::with_capacity(chunk.len() * N_SAMPLED * s * s * 3);
-        for (index, v) in chunk.iter().enumerate() {
+        let mut mels = Vec::with_capacity(chunk.len() * mel_len);
+        let mut frames = Vec::with_capacity(chunk.len() * frames_len);
+        for (index, (v, j)) in chunk.iter().enumerate() {
             let info = &done[&v.key];
-            let bytes = std::fs::read(&info.memo)
-                .with_context(|| format!("cannot read the memo {}", info.memo.display()))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| {
+            if loaded.as_ref().map(|(p, _)| p) != Some(&info.memo) {
+                let bytes = std::fs::read(&info.memo)
+                    .with_context(|| format!("cannot read the memo {}", info.memo.display()))?;
+                loaded = Some((info.memo.clone(), bytes));
+            }
+            let bytes = &loaded.as_ref().expect("loaded above").1;
+            let damaged = || {
                 format!(
                     "memo {} is damaged; delete it and rerun",
                     info.memo.display()
                 )
-            })?;
-            mels.extend_from_slice(st.tensor("mel")?.data());
-            frames.extend_from_slice(st.tensor("frames")?.data());
+            };
+            let st = safetensors::SafeTensors::deserialize(bytes).with_context(damaged)?;
+            let (m, f) = (st.tensor("mel")?, st.tensor("frames")?);
+            let (m, f) = (
+                m.data()
+                    .get(j * mel_len..(j + 1) * mel_len)
+                    .with_context(damaged)?,
+                f.data()
+                    .get(j * frames_len..(j + 1) * frames_len)
+                    .with_context(damaged)?,
+            );
+            mels.extend_from_slice(m);
+            frames.extend_from_slice(f);
+            let (window_start_sec, start_frame) = *info.windows.get(*j).with_context(damaged)?;
+            let key = if k == 1 {
+                v.key.clone()
+            } else {
+                format!("{}#{j}", v.key)
+            };
             let row = serde_json::json!({
-                "key": v.key,
+                "key": key,
                 "identity": v.identity,
                 "race": v.race,
                 "gender": v.gender,
@@ -411,8 +466,8 @@ fn write_outputs(
                 "audio_fake": v.category.audio_fake(),
                 "video_fake": v.category.video_fake(),
                 "source_blake3": info.source_blake3,
-                "window_start_sec": info.window_start_sec,
-                "start_frame": info.start_frame,
+                "window_start_sec": window_start_sec,
+                "start_frame": start_frame,
                 "split": split.get(&v.identity).copied().unwrap_or("val"),
                 "shard": shard_name,
                 "index": index,

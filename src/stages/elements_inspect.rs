@@ -210,3 +210,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `pipeline elements ...` subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ElementsCommand {
+    /// Print a clip's manifest row and write its 16 frames and its mel as PNG images.
+    Inspect(InspectArgs),
+}
+
+impl ElementsCommand {
+    pub fn run(self) -> Result<()> {
+        match self {
+            ElementsCommand::Inspect(a) => run(a),
+        }
+    }
+}
