@@ -88,7 +88,7 @@ enum Cmd {
     #[cfg(feature = "media")]
     Elements {
         #[command(subcommand)]
-        cmd: ElementsCmd,
+        cmd: pipeline::stages::elements_inspect::ElementsCommand,
     },
     /// Run one step as a job (what executors call; not for people).
     #[command(hide = true)]
@@ -138,13 +138,6 @@ enum DagFormat {
     Text,
     Dot,
     Mermaid,
-}
-
-#[cfg(feature = "media")]
-#[derive(Subcommand)]
-enum ElementsCmd {
-    /// Print a clip's manifest row; write its 16 frames and its mel as PNG images.
-    Inspect(pipeline::stages::elements_inspect::InspectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -299,9 +292,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         #[cfg(feature = "media")]
         Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]
-        Cmd::Elements {
-            cmd: ElementsCmd::Inspect(a),
-        } => pipeline::stages::elements_inspect::run(a.clone()).map(|_| 0),
+        Cmd::Elements { cmd } => cmd.clone().run().map(|_| 0),
         Cmd::ExecStep { .. } => unreachable!("handled before the runtime starts"),
     }
 }
