@@ -566,7 +566,26 @@ pub async fn run(
                 )
                 .await?;
                 let how = if on_slurm {
-                    let job = submit(ws, &slurm, spec, step).await?;
+                    let job = match submit(ws, &slurm, spec, step).await {
+                        Ok(job) => job,
+                        Err(e) => {
+                            let why = format!("{e:#}");
+                            fail_step(ws, step, &why).await?;
+                            state.insert(i, State::Failed);
+                            summary.failed.push(spec.name.clone());
+                            rep.event(Event::Finished {
+                                stage: spec.name.clone(),
+                                step,
+                                status: StepStatus::Failed,
+                                elapsed: Duration::ZERO,
+                                error: Some(why),
+                            });
+                            if !opts.keep_going {
+                                stop_launching = true;
+                            }
+                            continue;
+                        }
+                    };
                     poll_every = None;
                     next_poll = tokio::time::Instant::now() + slurm.backoff(None);
                     How::Slurm {

@@ -51,6 +51,9 @@ pub struct ClusterConfig {
     pub array_limit: u32,
     /// Stages that stay local even with `--executor slurm` (cheap or CPU-only).
     pub local_stages: Vec<String>,
+    /// At most this many GPUs per job; 0 on a cluster without GPUs, where
+    /// stages that ask for one run on CPUs.
+    pub max_gpus: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -67,6 +70,7 @@ impl Default for ClusterConfig {
             max_retries: 2,
             array_limit: 32,
             local_stages: Vec::new(),
+            max_gpus: None,
         }
     }
 }
@@ -246,10 +250,11 @@ impl Slurm {
             "--requeue".into(),
             "--signal=B:USR1@90".into(),
         ];
-        if r.gpus > 0 {
+        let gpus = self.cfg.max_gpus.map_or(r.gpus, |m| r.gpus.min(m));
+        if gpus > 0 {
             a.push(match self.cfg.gpu_style {
-                GpuStyle::Gres => format!("--gres=gpu:{}", r.gpus),
-                GpuStyle::Gpus => format!("--gpus={}", r.gpus),
+                GpuStyle::Gres => format!("--gres=gpu:{gpus}"),
+                GpuStyle::Gpus => format!("--gpus={gpus}"),
             });
         }
         if let Some(n) = s.array {

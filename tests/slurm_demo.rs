@@ -1,0 +1,121 @@
+//! The demo DAG's built-in stages through a real one-node Slurm: synth, then
+//! seedvc and elements as array jobs (4 and 8 shards) gathered on the head,
+//! ending with the same artifact hashes as a local run.
+#![cfg(feature = "media")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Ws;
+
+fn cluster() -> bool {
+    let up = std::env::var_os("SLURM_CONF").is_some()
+        && Command::new("sinfo")
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var_os("CI").is_some() {
+            panic!("no Slurm cluster answers (SLURM_CONF unset or sinfo failing): scripts/test.sh starts one");
+        }
+        eprintln!(
+            "SKIPPED: no Slurm cluster answers; run `eval $(scripts/slurm.sh up)` as root first"
+        );
+    }
+    up
+}
+
+/// A workspace whose pipeline uses the shipped manifests and a small copy of
+/// the demo profile (5 identities).
+fn demo_ws() -> Ws {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = Ws::new("stages: {}\n");
+    for stage in ["synth", "seedvc", "elements"] {
+        let mut v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("config/demo/{stage}.json"))).unwrap(),
+        )
+        .unwrap();
+        if stage == "synth" {
+            v["identities"] = 5.into();
+        }
+        ws.write(&format!("cfg/tiny/{stage}.json"), &v.to_string());
+    }
+    let manifest = |s: &str| root.join(format!("stages/{s}.yaml")).display().to_string();
+    ws.write(
+        "pipeline.yaml",
+        &format!(
+            "config: cfg\nstages:\n  synth: {{manifest: \"{}\"}}\n  seedvc: {{manifest: \"{}\"}}\n  elements: {{manifest: \"{}\"}}\n",
+            manifest("synth"),
+            manifest("seedvc"),
+            manifest("elements")
+        ),
+    );
+    ws.write(
+        "cluster.yaml",
+        "poll_min_s: 0.5\npoll_max_s: 2\nresult_wait_s: 10\nmax_gpus: 0\n",
+    );
+    ws
+}
+
+fn hash(ws: &Ws, rel: &str) -> String {
+    let (h, _) = pipeline::hash::hash_path(&ws.path(rel), None)
+        .unwrap()
+        .expect("artifact exists");
+    h.hash.to_hex().to_string()
+}
+
+#[test]
+fn the_demo_chain_through_slurm_matches_a_local_run() {
+    if !cluster() {
+        return;
+    }
+    let local = demo_ws();
+    local.ok(&["--profile", "tiny", "run"]);
+    let slurm = demo_ws();
+    let cluster_file = slurm.path("cluster.yaml");
+    let out = slurm.ok(&[
+        "--profile",
+        "tiny",
+        "run",
+        "--executor",
+        "slurm",
+        "--cluster",
+        cluster_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("seedvc: every shard finished; gathering here"),
+        "{out}"
+    );
+    assert!(
+        out.contains("elements: every shard finished; gathering here"),
+        "{out}"
+    );
+    for artifact in [
+        "data/FakeAVCeleb",
+        "data/vox2",
+        "data/voiceclone",
+        "data/elements",
+    ] {
+        assert_eq!(
+            hash(&slurm, artifact),
+            hash(&local, artifact),
+            "{artifact} differs between Slurm and local runs"
+        );
+    }
+    let (code, out, err) = slurm.run(&["--profile", "tiny", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for s in v["stages"].as_array().unwrap() {
+        assert_eq!(s["state"], "up_to_date", "{s}");
+        assert_eq!(s["last_step"]["executor"], "slurm", "{s}");
+    }
+    // Eight element shards ran as tasks of one array job.
+    let step = v["stages"][2]["last_step"]["step"].as_i64().unwrap();
+    for i in 0..8 {
+        assert!(slurm
+            .path(&format!(".pipeline/steps/{step}/result.shard-{i}.json"))
+            .exists());
+    }
+}
