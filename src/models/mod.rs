@@ -1,2 +1,13 @@
 //! libtorch models: shared layers, the stage-1/stage-2/baseline networks,
-//! losses, metrics and training loops. Knows nothing about the engine or the store.
+//! losses, metrics, data loading and training loops. Module names mirror the
+//! PyTorch state-dict names. Knows nothing about the engine or the store.
+
+pub mod baseline;
+pub mod checkpoint;
+pub mod device;
+pub mod forward;
+pub mod layers;
+pub mod losses;
+pub mod marlin;
+pub mod stage1;
+pub mod stage2;
