@@ -3,11 +3,13 @@
 //! PyTorch state-dict names. Knows nothing about the engine or the store.
 
 pub mod baseline;
+pub mod category;
 pub mod checkpoint;
 pub mod device;
 pub mod forward;
 pub mod layers;
 pub mod losses;
 pub mod marlin;
+pub mod metrics;
 pub mod stage1;
 pub mod stage2;
