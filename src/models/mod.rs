@@ -5,11 +5,14 @@
 pub mod baseline;
 pub mod category;
 pub mod checkpoint;
+pub mod data;
 pub mod device;
 pub mod forward;
 pub mod layers;
 pub mod losses;
 pub mod marlin;
 pub mod metrics;
+pub mod rng;
 pub mod stage1;
 pub mod stage2;
+pub mod synthetic;
