@@ -18,5 +18,6 @@ pub mod rng;
 pub mod stage1;
 pub mod stage2;
 pub mod stage_run;
+pub mod sweep;
 pub mod synthetic;
 pub mod train;

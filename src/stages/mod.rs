@@ -10,6 +10,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+#[cfg(feature = "torch")]
+pub mod baseline;
+#[cfg(feature = "torch")]
+pub mod stage1;
+#[cfg(feature = "torch")]
+pub mod stage2;
+
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
     /// The workspace root; every data path is relative to it.
@@ -96,7 +103,16 @@ pub const KNOWN_KINDS: &[&str] = &[
 pub fn registry() -> Vec<Box<dyn Stage>> {
     // Each feature module appends its kinds here, e.g.
     // `#[cfg(feature = "media")] v.push(Box::new(elements::Elements));`
-    Vec::new()
+    let kinds: Vec<Box<dyn Stage>> = Vec::new();
+    #[cfg(feature = "torch")]
+    let kinds = {
+        let mut kinds = kinds;
+        kinds.push(Box::new(stage1::Stage1));
+        kinds.push(Box::new(stage2::Stage2));
+        kinds.push(Box::new(baseline::Baseline));
+        kinds
+    };
+    kinds
 }
 
 /// Finds the implementation of `kind`, or says why there is none.

@@ -1,0 +1,36 @@
+//! The `baseline` kind: OpenAVFF fine-tuning. Input `elements`, output `model`.
+
+use anyhow::Result;
+
+use super::{Stage, StageContext};
+use crate::models::recipes::BaselineParams;
+use crate::models::stage_run::{parse_params, run_baseline, StagePaths};
+
+pub struct Baseline;
+
+impl Stage for Baseline {
+    fn kind(&self) -> &'static str {
+        "baseline"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let params: BaselineParams = parse_params(ctx.stage, ctx.params)?;
+        run_baseline(
+            &params,
+            &StagePaths {
+                elements: ctx.input("elements")?,
+                stage1: None,
+                marlin: None,
+                out: ctx.output("model")?,
+                work: ctx.step_dir,
+                threads: ctx.threads,
+                verbose: true,
+            },
+        )?;
+        Ok(())
+    }
+}
