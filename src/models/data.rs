@@ -134,7 +134,7 @@ fn slot(
     );
     let n = info.shape[0] as u64;
     let bytes = info.data_offsets[1] - info.data_offsets[0];
-    let per_clip = if n == 0 { 0 } else { bytes / n };
+    let per_clip = bytes.checked_div(n).unwrap_or(0);
     Ok((
         Slot {
             start: data_start + info.data_offsets[0],

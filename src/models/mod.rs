@@ -3,6 +3,7 @@
 //! PyTorch state-dict names. Knows nothing about the engine or the store.
 
 pub mod baseline;
+pub mod bench;
 pub mod category;
 pub mod checkpoint;
 pub mod data;

@@ -47,15 +47,18 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
         let mut frames = Vec::new();
         for (index, (key, id, cat)) in chunk.iter().enumerate() {
             let opts = (Kind::Float, Device::Cpu);
-            let mut mel = Tensor::randn([MEL_BINS, MEL_FRAMES], opts);
+            let mel = Tensor::randn([MEL_BINS, MEL_FRAMES], opts);
             let video = Tensor::rand([N_FRAMES, s, s, 3], opts) * 0.3 + 0.2 + (*id as f64 * 0.03);
-            if matches!(
+            let audio_fake = matches!(
                 cat,
                 Category::Rvfa | Category::Fvfa | Category::RvfaVc | Category::RvfaSvc
-            ) {
+            );
+            let mel = if audio_fake {
                 let bins = Tensor::arange(MEL_BINS, opts).view([MEL_BINS, 1]);
-                mel = mel + (bins * 0.5).sin() * 1.5;
-            }
+                mel + (bins * 0.5).sin() * 0.3
+            } else {
+                mel
+            };
             if matches!(cat, Category::Fvra | Category::Fvfa) {
                 let h = s / 2;
                 let _ = video.narrow(1, h / 2, h).narrow(2, h / 2, h).fill_(0.95);
@@ -68,7 +71,7 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
                 "race": "Synthetic",
                 "gender": "none",
                 "category": cat.folder(),
-                "audio_fake": matches!(cat, Category::Rvfa | Category::Fvfa | Category::RvfaVc | Category::RvfaSvc),
+                "audio_fake": audio_fake,
                 "video_fake": matches!(cat, Category::Fvra | Category::Fvfa),
                 "source_blake3": "",
                 "window_start_sec": 0.0,
