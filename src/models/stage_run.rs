@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device};
 
@@ -54,6 +54,18 @@ fn setup(paths: &StagePaths<'_>, seed: u64) -> Result<(Device, Arc<ElementSet>)>
     // Initial weights depend on the seed only.
     tch::manual_seed(seed as i64);
     Ok((device, Arc::new(set)))
+}
+
+/// The video encoder sees the element frames as they are: their size must be
+/// the configured `img_size`.
+fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> {
+    ensure!(
+        set.frame_size == img_size,
+        "{stage}: the elements have {s}x{s} frames but the model's img_size is {img_size}; \
+         set img_size to {s} in the stage's configuration (or extract elements at {img_size})",
+        s = set.frame_size
+    );
+    Ok(())
 }
 
 /// After training: reload the best weights, validate once more for the
@@ -135,6 +147,7 @@ pub fn run_stage1(params: &Stage1Params, paths: &StagePaths<'_>) -> Result<Train
 /// `audio_head` (MODELS.md defect 1), both frozen, and trains the rest.
 pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<TrainState> {
     let (device, set) = setup(paths, params.recipe.seed)?;
+    check_frame_size(&set, params.model.visual_backbone.img_size, "stage2")?;
     let mut vs = VarStore::new(device);
     let net = AvDetector::new(vs.root(), &params.model);
     let stage1 = paths
@@ -183,6 +196,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
 /// The OpenAVFF baseline.
 pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<TrainState> {
     let (device, set) = setup(paths, params.recipe.seed)?;
+    check_frame_size(&set, params.model.img_size, "baseline")?;
     let mut vs = VarStore::new(device);
     let net = VideoCavMaeFt::new(vs.root(), &params.model);
     let norm = AudioNorm::from_training_set(&set)?;
