@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{nn::VarStore, Kind, Tensor};
 
+use super::amp::autocast_bf16;
 use super::device::DeviceChoice;
 use super::forward::ConfigFile;
 use super::losses;
@@ -85,7 +86,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let use_amp = params.recipe.amp && device.is_cuda();
         let mut step = || {
             opt.zero_grad();
-            let loss = tch::autocast(use_amp, || {
+            let loss = autocast_bf16(use_amp, || {
                 let o = net.forward(&mel, &clip, true);
                 losses::bce_with_logits(&o.logit_final.to_kind(Kind::Float), &y)
                     + losses::align_repel(

@@ -2,6 +2,7 @@
 //! losses, metrics, data loading and training loops. Module names mirror the
 //! PyTorch state-dict names. Knows nothing about the engine or the store.
 
+pub mod amp;
 pub mod baseline;
 pub mod bench;
 pub mod category;

@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Tensor};
 
+use super::amp::autocast_bf16;
 use super::checkpoint::{load_strict, read_tensors, save_vars, write_tensors};
 use super::data::{Batch, BatchSpec, ElementSet, Prefetcher};
 use super::optim::{AdamW, ParamGroup, Schedule};
@@ -41,8 +42,6 @@ pub struct Recipe {
     pub prefetch: usize,
     /// Mixed precision (bf16 autocast) when training on CUDA.
     pub amp: bool,
-    /// Stop after this many training steps in all (smoke tests, benchmarks).
-    pub max_steps: Option<u64>,
 }
 
 impl Default for Recipe {
@@ -62,7 +61,6 @@ impl Default for Recipe {
             workers: 2,
             prefetch: 2,
             amp: true,
-            max_steps: None,
         }
     }
 }
@@ -206,12 +204,8 @@ pub fn fit(
         }
     }
     let use_amp = recipe.amp && opts.device.is_cuda();
-    let mut steps_total: u64 = state.history.iter().map(|h| h.steps).sum();
     while state.epochs_done < recipe.epochs && !state.stopped_early {
         let epoch = state.epochs_done;
-        if recipe.max_steps.is_some_and(|m| steps_total >= m) {
-            break;
-        }
         let started = Instant::now();
         // Dropout draws from libtorch's generator: reseed per epoch so that a
         // resumed epoch draws the same masks.
@@ -221,12 +215,9 @@ pub fn fit(
         let (mut sum, mut n, mut steps) = (0.0, 0.0, 0u64);
         let mut parts_sum: Vec<(&'static str, f64)> = Vec::new();
         for batch in Prefetcher::start(set.clone(), specs, recipe.workers, recipe.prefetch) {
-            if recipe.max_steps.is_some_and(|m| steps_total >= m) {
-                break;
-            }
             let batch = batch?;
             opt.zero_grad();
-            let (loss, parts) = tch::autocast(use_amp, || task.loss(&batch, opts.device))?;
+            let (loss, parts) = autocast_bf16(use_amp, || task.loss(&batch, opts.device))?;
             loss.backward();
             if let Some(c) = recipe.clip_norm {
                 opt.clip_grad_norm(c);
@@ -235,7 +226,6 @@ pub fn fit(
             sum += loss.double_value(&[]);
             n += 1.0;
             steps += 1;
-            steps_total += 1;
             if parts_sum.is_empty() {
                 parts_sum = parts.iter().map(|(k, _)| (*k, 0.0)).collect();
             }
@@ -247,7 +237,7 @@ pub fn fit(
         let mut val_iter =
             Prefetcher::start(set.clone(), val_specs, recipe.workers, recipe.prefetch);
         let (metric, val) =
-            tch::no_grad(|| tch::autocast(use_amp, || task.validate(&mut val_iter, opts.device)))?;
+            tch::no_grad(|| autocast_bf16(use_amp, || task.validate(&mut val_iter, opts.device)))?;
         let improved = state.best_metric.is_none_or(|b| metric > b);
         if improved {
             save_vars(vs, &dir.best())?;
