@@ -59,6 +59,17 @@ struct Shard {
     frames: Slot,
 }
 
+/// What the audio encoder reads from an element. The reference's training
+/// code can ask for `mel_err` inputs that its preprocessing never writes
+/// (MODELS.md defect 6); ours reads the log-mel element, and the kind is a
+/// named parameter so that another input can be added later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioInput {
+    #[default]
+    LogMel,
+}
+
 /// The mel size of an element: `[128, 768]`.
 pub const MEL_BINS: i64 = 128;
 pub const MEL_FRAMES: i64 = 768;

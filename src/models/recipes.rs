@@ -10,7 +10,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use super::baseline::{BaselineConfig, VideoCavMaeFt, HEAD_PREFIXES};
 use super::category::Category;
-use super::data::{self, Augment, Batch, BatchSpec, ElementSet, Split};
+use super::data::{self, AudioInput, Augment, Batch, BatchSpec, ElementSet, Split};
 use super::layers::interpolate_linear;
 use super::losses;
 use super::metrics::{self, ScoredClip};
@@ -43,6 +43,7 @@ fn float_labels(cats: &[Category], device: Device) -> Tensor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Stage1Params {
+    pub input: AudioInput,
     pub model: Stage1Config,
     pub recipe: Recipe,
     /// Fake categories paired with reals for training.
@@ -56,6 +57,7 @@ pub struct Stage1Params {
 impl Default for Stage1Params {
     fn default() -> Self {
         Self {
+            input: AudioInput::LogMel,
             model: Stage1Config::default(),
             recipe: Recipe::default(),
             train_fakes: vec![Category::Rvfa],
