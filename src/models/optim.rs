@@ -195,3 +195,72 @@ impl Schedule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(v: &[f32], grad: &[f32]) -> Tensor {
+        let p = Tensor::from_slice(v).set_requires_grad(true);
+        (&p * Tensor::from_slice(grad)).sum(Kind::Float).backward();
+        p
+    }
+
+    #[test]
+    fn first_adamw_step_matches_the_closed_form() {
+        // Step 1: m_hat = g, v_hat = g^2, so p' = p (1 - lr wd) - lr g / (|g| + eps).
+        let p = param(&[1.0, -2.0], &[0.5, -0.25]);
+        let mut opt = AdamW::new(
+            vec![ParamGroup {
+                lr_scale: 2.0,
+                params: vec![("w".into(), p.shallow_clone())],
+            }],
+            0.01,
+        );
+        opt.step(0.05); // group lr 0.1
+        let got = Vec::<f32>::try_from(&p).unwrap();
+        let want = [1.0 * (1.0 - 0.001) - 0.1, -2.0 * (1.0 - 0.001) + 0.1];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} != {want:?}");
+        }
+        assert_eq!(opt.step, 1);
+    }
+
+    #[test]
+    fn clipping_scales_to_the_global_norm() {
+        let a = param(&[0.0], &[3.0]);
+        let b = param(&[0.0], &[4.0]);
+        let opt = AdamW::new(
+            vec![ParamGroup {
+                lr_scale: 1.0,
+                params: vec![
+                    ("a".into(), a.shallow_clone()),
+                    ("b".into(), b.shallow_clone()),
+                ],
+            }],
+            0.0,
+        );
+        assert!((opt.clip_grad_norm(1.0) - 5.0).abs() < 1e-6);
+        assert!((a.grad().double_value(&[0]) - 0.6).abs() < 1e-6);
+        assert!((b.grad().double_value(&[0]) - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn schedules() {
+        let wc = Schedule::WarmupCosine {
+            warmup: 5,
+            final_factor: 0.02,
+        };
+        let f: Vec<f64> = (0..80).map(|e| wc.factor(e, 80)).collect();
+        assert_eq!(&f[..5], &[0.2, 0.4, 0.6, 0.8, 1.0]);
+        assert!((f[5] - 1.0).abs() < 1e-12);
+        assert!((f[79] - 0.02).abs() < 1e-12);
+        assert!(f[5..].windows(2).all(|w| w[1] <= w[0]));
+        let sd = Schedule::StepDecay {
+            from_epoch: 2,
+            gamma: 0.5,
+        };
+        let s: Vec<f64> = (0..5).map(|e| sd.factor(e, 50)).collect();
+        assert_eq!(s, [1.0, 1.0, 0.5, 0.25, 0.125]);
+    }
+}
