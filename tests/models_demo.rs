@@ -29,7 +29,7 @@ fn paths<'a>(
     StagePaths {
         elements,
         stage1,
-        marlin: None,
+        pretrained: None,
         out,
         work,
         threads: 2,

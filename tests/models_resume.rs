@@ -53,7 +53,7 @@ fn child_train() {
         &StagePaths {
             elements: &shared.join("elements"),
             stage1: Some(&shared.join("stage1")),
-            marlin: None,
+            pretrained: None,
             out: &dir.join("out"),
             work: &dir.join("work"),
             threads: 1,

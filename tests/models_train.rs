@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use pipeline::models::category::Category;
+use pipeline::models::checkpoint::read_tensors;
 use pipeline::models::recipes::{BaselineParams, Stage1Params, Stage2Params};
 use pipeline::models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
 use pipeline::models::synthetic::{write_elements, SyntheticSpec};
@@ -45,7 +46,7 @@ fn paths<'a>(
     StagePaths {
         elements: root,
         stage1,
-        marlin: None,
+        pretrained: None,
         out,
         work,
         threads: 2,
@@ -115,6 +116,24 @@ fn stage1_then_stage2_learn() {
     let work2 = tmp.path().join("w2");
     let st2 = run_stage2(&p2, &paths(&root, Some(&s1_out), &s2_out, &work2)).unwrap();
     check(&st2, &s2_out, "final");
+
+    // Stage 2 carries stage 1's encoder and aux_head (as audio_head), frozen
+    // through training: bit-identical to stage 1's output.
+    let s1 = read_tensors(&s1_out.join("model.safetensors")).unwrap();
+    let s2 = read_tensors(&s2_out.join("model.safetensors")).unwrap();
+    let mut carried = 0;
+    for (name, t) in &s2 {
+        let from = if let Some(rest) = name.strip_prefix("audio_head.") {
+            format!("aux_head.{rest}")
+        } else if name.starts_with("audio_enc.") {
+            name.clone()
+        } else {
+            continue;
+        };
+        assert!(t.equal(&s1[&from]), "{name} is not stage 1's {from}");
+        carried += 1;
+    }
+    assert!(carried > 10, "only {carried} tensors carried over");
 }
 
 #[test]

@@ -106,6 +106,36 @@ pub fn load_mapped(vs: &VarStore, path: &Path, map: &[(&str, &str)]) -> Result<u
     Ok(copied)
 }
 
+/// Loads every variable of `vs` outside the `fresh` prefixes from a file
+/// that may hold more (a pre-training checkpoint with decoders): each must be
+/// present with its shape. Returns how many tensors were copied.
+pub fn load_matching(vs: &VarStore, path: &Path, fresh: &[&str]) -> Result<usize> {
+    let file = read_tensors(path)?;
+    let vars = vs.variables();
+    let mut wanted: Vec<&String> = vars
+        .keys()
+        .filter(|k| !fresh.iter().any(|p| k.starts_with(p)))
+        .collect();
+    wanted.sort();
+    let missing: Vec<&String> = wanted
+        .iter()
+        .copied()
+        .filter(|k| !file.contains_key(*k))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} lacks {} of the model's tensors ({})",
+            path.display(),
+            missing.len(),
+            head(&missing)
+        );
+    }
+    for name in &wanted {
+        copy_checked(name, &vars[*name], &file[*name], path)?;
+    }
+    Ok(wanted.len())
+}
+
 fn head(names: &[&String]) -> String {
     let mut s: Vec<&str> = names.iter().take(5).map(|n| n.as_str()).collect();
     if names.len() > 5 {

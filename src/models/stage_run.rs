@@ -12,8 +12,8 @@ use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device};
 
-use super::baseline::VideoCavMaeFt;
-use super::checkpoint::{load_mapped, load_strict, save_vars};
+use super::baseline::{VideoCavMaeFt, HEAD_PREFIXES};
+use super::checkpoint::{load_mapped, load_matching, load_strict, save_vars};
 use super::data::ElementSet;
 use super::device::DeviceChoice;
 use super::recipes::{
@@ -28,9 +28,10 @@ pub struct StagePaths<'a> {
     pub elements: &'a Path,
     /// Stage 2 only: the stage-1 output folder.
     pub stage1: Option<&'a Path>,
-    /// Stage 2 only, optional: pretrained MARLIN weights (safetensors of the
-    /// MARLIN model's state dict, names under `encoder.`).
-    pub marlin: Option<&'a Path>,
+    /// Optional pretrained weights: for stage 2 the MARLIN model's state dict
+    /// (names under `encoder.`), for the baseline the OpenAVFF pre-training
+    /// checkpoint (same names as `VideoCAVMAEFT`; the new head stays fresh).
+    pub pretrained: Option<&'a Path>,
     /// The output folder (created).
     pub out: &'a Path,
     /// Survives a retry: per-epoch checkpoints live here.
@@ -165,7 +166,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
             stage1.display()
         )
     })?;
-    if let Some(marlin) = paths.marlin {
+    if let Some(marlin) = paths.pretrained {
         load_mapped(&vs, marlin, &[("encoder.", "vis_enc.backbone.encoder.")])
             .with_context(|| format!("loading MARLIN weights from {}", marlin.display()))?;
     }
@@ -199,6 +200,13 @@ pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<T
     check_frame_size(&set, params.model.img_size, "baseline")?;
     let mut vs = VarStore::new(device);
     let net = VideoCavMaeFt::new(vs.root(), &params.model);
+    if let Some(pre) = paths.pretrained {
+        let n = load_matching(&vs, pre, HEAD_PREFIXES)
+            .with_context(|| format!("loading pretrained weights from {}", pre.display()))?;
+        if paths.verbose {
+            eprintln!("baseline: {n} tensors from {}", pre.display());
+        }
+    }
     let norm = AudioNorm::from_training_set(&set)?;
     let task = BaselineTask {
         net: &net,

@@ -1,4 +1,5 @@
-//! The `baseline` kind: OpenAVFF fine-tuning. Input `elements`, output `model`.
+//! The `baseline` kind: OpenAVFF fine-tuning. Input `elements` and, optionally,
+//! `pretrained` (the OpenAVFF pre-training checkpoint as safetensors); output `model`.
 
 use anyhow::Result;
 
@@ -24,7 +25,7 @@ impl Stage for Baseline {
             &StagePaths {
                 elements: ctx.input("elements")?,
                 stage1: None,
-                marlin: None,
+                pretrained: ctx.inputs.get("pretrained").map(|p| p.as_path()),
                 out: ctx.output("model")?,
                 work: ctx.step_dir,
                 threads: ctx.threads,

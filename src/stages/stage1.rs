@@ -25,7 +25,7 @@ impl Stage for Stage1 {
             &StagePaths {
                 elements: ctx.input("elements")?,
                 stage1: None,
-                marlin: None,
+                pretrained: None,
                 out: ctx.output("model")?,
                 work: ctx.step_dir,
                 threads: ctx.threads,

@@ -26,7 +26,7 @@ impl Stage for Stage2 {
             &StagePaths {
                 elements: ctx.input("elements")?,
                 stage1: Some(ctx.input("stage1")?),
-                marlin: ctx.inputs.get("marlin").map(|p| p.as_path()),
+                pretrained: ctx.inputs.get("marlin").map(|p| p.as_path()),
                 out: ctx.output("model")?,
                 work: ctx.step_dir,
                 threads: ctx.threads,
