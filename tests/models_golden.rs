@@ -175,3 +175,30 @@ fn baseline_matches_reference() {
     );
     check(&expected, &got, &["logits"]);
 }
+
+#[test]
+fn wrong_input_shape_is_an_error_not_a_panic() {
+    let Some(g) = golden() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs.safetensors");
+    let mut map = BTreeMap::new();
+    map.insert(
+        "mel".to_string(),
+        Tensor::zeros([2, 128, 700], (Kind::Float, tch::Device::Cpu)),
+    );
+    write_tensors(&map, &inputs).unwrap();
+    let err = run(ForwardArgs {
+        model: ModelKind::Stage1,
+        config: root().join("config/golden/stage1.json"),
+        weights: g.join("stage1_weights.safetensors"),
+        inputs,
+        out: dir.path().join("out.safetensors"),
+        device: Some(DeviceChoice::Cpu),
+    })
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("[2, 128, 700]") && msg.contains("Bx128x768"),
+        "{msg}"
+    );
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -86,10 +86,34 @@ impl ConfigFile {
     }
 }
 
-fn input<'a>(inputs: &'a BTreeMap<String, Tensor>, name: &str, file: &Path) -> Result<&'a Tensor> {
-    inputs
+/// The input `name`, as float, checked against `shape` (`None` = any size),
+/// so that a wrong file gets a message instead of a libtorch panic.
+fn input(
+    inputs: &BTreeMap<String, Tensor>,
+    name: &str,
+    shape: &[Option<i64>],
+    file: &Path,
+) -> Result<Tensor> {
+    let t = inputs
         .get(name)
-        .with_context(|| format!("{}: no input tensor named '{name}'", file.display()))
+        .with_context(|| format!("{}: no input tensor named '{name}'", file.display()))?;
+    let size = t.size();
+    let fits = size.len() == shape.len()
+        && size
+            .iter()
+            .zip(shape)
+            .all(|(s, want)| want.is_none_or(|w| w == *s));
+    ensure!(
+        fits,
+        "{}: input '{name}' has shape {size:?}, the model expects {}",
+        file.display(),
+        shape
+            .iter()
+            .map(|d| d.map_or("B".to_string(), |v| v.to_string()))
+            .collect::<Vec<_>>()
+            .join("x")
+    );
+    Ok(t.to_kind(Kind::Float))
 }
 
 /// Runs `pipeline model forward`.
@@ -136,9 +160,15 @@ pub fn forward(
     let _guard = tch::no_grad_guard();
     match model {
         ModelKind::Stage1 => {
-            let net = AudioPretrainNet::new(vs.root(), &cfg.model::<Stage1Config>()?);
+            let c: Stage1Config = cfg.model()?;
+            let net = AudioPretrainNet::new(vs.root(), &c);
             load_strict(&vs, weights)?;
-            let mel = input(inputs, "mel", inputs_path)?.to_kind(Kind::Float);
+            let mel = input(
+                inputs,
+                "mel",
+                &[None, Some(c.n_mels), Some(c.t_pad)],
+                inputs_path,
+            )?;
             let o = net.forward(&mel, false);
             if let Some(labels) = inputs.get("labels") {
                 let tau = cfg.f64_or("supcon_temperature", 0.07);
@@ -159,10 +189,25 @@ pub fn forward(
             out.insert("logit".into(), o.logit);
         }
         ModelKind::Stage2 => {
-            let net = AvDetector::new(vs.root(), &cfg.model::<Stage2Config>()?);
+            let c: Stage2Config = cfg.model()?;
+            let net = AvDetector::new(vs.root(), &c);
             load_strict(&vs, weights)?;
-            let mel = input(inputs, "mel", inputs_path)?.to_kind(Kind::Float);
-            let clip = input(inputs, "v_clip", inputs_path)?.to_kind(Kind::Float);
+            let a = &c.audio;
+            let v = &c.visual_backbone;
+            let mel = input(
+                inputs,
+                "mel",
+                &[None, Some(a.n_mels), Some(a.t_pad)],
+                inputs_path,
+            )?;
+            let clip_shape = [
+                None,
+                Some(v.n_frames),
+                Some(3),
+                Some(v.img_size),
+                Some(v.img_size),
+            ];
+            let clip = input(inputs, "v_clip", &clip_shape, inputs_path)?;
             let o = net.forward(&mel, &clip, false);
             if let Some(y) = inputs.get("y_video") {
                 let margin = cfg.f64_or("margin_align", 0.5);
@@ -185,10 +230,19 @@ pub fn forward(
             out.insert("g_vis".into(), o.g_vis);
         }
         ModelKind::Baseline => {
-            let net = VideoCavMaeFt::new(vs.root(), &cfg.model::<BaselineConfig>()?);
+            let c: BaselineConfig = cfg.model()?;
+            let net = VideoCavMaeFt::new(vs.root(), &c);
             load_strict(&vs, weights)?;
-            let audio = input(inputs, "audio", inputs_path)?.to_kind(Kind::Float);
-            let video = input(inputs, "video", inputs_path)?.to_kind(Kind::Float);
+            let audio_shape = [None, Some(c.audio_length), Some(c.mel_bins)];
+            let audio = input(inputs, "audio", &audio_shape, inputs_path)?;
+            let video_shape = [
+                None,
+                Some(3),
+                Some(c.n_frames),
+                Some(c.img_size),
+                Some(c.img_size),
+            ];
+            let video = input(inputs, "video", &video_shape, inputs_path)?;
             out.insert("logits".into(), net.forward(&audio, &video, false));
         }
     }
