@@ -19,6 +19,9 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum What {
+    /// Stage-2 training steps: ms per step and peak memory.
+    #[cfg(feature = "torch")]
+    Models(pipeline::models::bench::BenchArgs),
     /// Element extraction: clips per second beside the ffmpeg CLI's decode floor.
     #[cfg(feature = "media")]
     Elements(pipeline::stages::elements_bench::BenchElementsArgs),
@@ -45,6 +48,8 @@ enum What {
 
 pub async fn run(a: &BenchArgs, _workspace: &Path) -> Result<i32> {
     match &a.what {
+        #[cfg(feature = "torch")]
+        What::Models(m) => pipeline::models::bench::run(m.clone()).map(|_| 0),
         #[cfg(feature = "media")]
         What::Elements(e) => pipeline::stages::elements_bench::run(e.clone()).map(|_| 0),
         What::Status { files, repeat, dir } => bench_status(*files, *repeat, dir.as_deref()),

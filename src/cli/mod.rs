@@ -84,6 +84,12 @@ enum Cmd {
     /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
     #[cfg(feature = "media")]
     VcStandin(pipeline::stages::vc_standin::VcStandinArgs),
+    /// Run the networks directly (parity checks at any size).
+    #[cfg(feature = "torch")]
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
     /// Look at element files.
     #[cfg(feature = "media")]
     Elements {
@@ -138,6 +144,13 @@ enum DagFormat {
     Text,
     Dot,
     Mermaid,
+}
+
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// One forward pass in eval mode, writing every named output.
+    Forward(pipeline::models::forward::ForwardArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -289,6 +302,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench(a) => bench::run(a, &cli.workspace).await,
+        #[cfg(feature = "torch")]
+        Cmd::Model { cmd: ModelCmd::Forward(a) } => pipeline::models::forward::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]
         Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]

@@ -30,6 +30,12 @@ mod synth_face;
 mod synth_voice;
 #[cfg(feature = "media")]
 pub mod vc_standin;
+#[cfg(feature = "torch")]
+pub mod baseline;
+#[cfg(feature = "torch")]
+pub mod stage1;
+#[cfg(feature = "torch")]
+pub mod stage2;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
@@ -123,6 +129,12 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         v.push(Box::new(elements::Elements));
         v.push(Box::new(synth::Synth));
         v.push(Box::new(seedvc::SeedVc));
+    }
+    #[cfg(feature = "torch")]
+    {
+        v.push(Box::new(stage1::Stage1));
+        v.push(Box::new(stage2::Stage2));
+        v.push(Box::new(baseline::Baseline));
     }
     v
 }

@@ -1,0 +1,235 @@
+//! Running a training stage end to end from its parameters: device and
+//! threads, seeded initialisation, [`super::train::fit`] with checkpoints in
+//! the step folder, then the outputs: the best weights as `model.safetensors`,
+//! `metrics.json` (the best epoch's full validation report) and
+//! `history.jsonl`. The built-in stage kinds are thin wrappers over these.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use serde::de::DeserializeOwned;
+use tch::{nn::VarStore, Device};
+
+use super::baseline::{VideoCavMaeFt, HEAD_PREFIXES};
+use super::checkpoint::{load_mapped, load_matching, load_strict, save_vars};
+use super::data::ElementSet;
+use super::device::DeviceChoice;
+use super::recipes::{
+    AudioNorm, BaselineParams, BaselineTask, Stage1Params, Stage1Task, Stage2Params, Stage2Task,
+};
+use super::stage1::AudioPretrainNet;
+use super::stage2::AvDetector;
+use super::train::{fit, CheckpointDir, FitOptions, Task, TrainState};
+
+/// Where a training stage reads and writes.
+pub struct StagePaths<'a> {
+    pub elements: &'a Path,
+    /// Stage 2 only: the stage-1 output folder.
+    pub stage1: Option<&'a Path>,
+    /// Optional pretrained weights: for stage 2 the MARLIN model's state dict
+    /// (names under `encoder.`), for the baseline the OpenAVFF pre-training
+    /// checkpoint (same names as `VideoCAVMAEFT`; the new head stays fresh).
+    pub pretrained: Option<&'a Path>,
+    /// The output folder (created).
+    pub out: &'a Path,
+    /// Survives a retry: per-epoch checkpoints live here.
+    pub work: &'a Path,
+    pub threads: usize,
+    pub verbose: bool,
+}
+
+/// Parses stage parameters, naming the stage in the error.
+pub fn parse_params<T: DeserializeOwned>(stage: &str, params: &serde_json::Value) -> Result<T> {
+    serde_json::from_value(params.clone()).with_context(|| format!("{stage}: invalid parameters"))
+}
+
+fn setup(paths: &StagePaths<'_>, seed: u64) -> Result<(Device, Arc<ElementSet>)> {
+    let device = DeviceChoice::from_env()?.resolve()?;
+    if paths.threads > 0 {
+        tch::set_num_threads(paths.threads as i32);
+    }
+    let set = ElementSet::open(paths.elements)
+        .with_context(|| format!("opening elements {}", paths.elements.display()))?;
+    // Initial weights depend on the seed only.
+    tch::manual_seed(seed as i64);
+    Ok((device, Arc::new(set)))
+}
+
+/// The video encoder sees the element frames as they are: their size must be
+/// the configured `img_size`.
+fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> {
+    ensure!(
+        set.frame_size == img_size,
+        "{stage}: the elements have {s}x{s} frames but the model's img_size is {img_size}; \
+         set img_size to {s} in the stage's configuration (or extract elements at {img_size})",
+        s = set.frame_size
+    );
+    Ok(())
+}
+
+/// After training: reload the best weights, validate once more for the
+/// report, write the outputs.
+fn finish(
+    task: &dyn Task,
+    set: &Arc<ElementSet>,
+    vs: &mut VarStore,
+    state: &TrainState,
+    paths: &StagePaths<'_>,
+    recipe_workers: usize,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let ckpt = CheckpointDir(paths.work.join("checkpoints"));
+    load_strict(vs, &ckpt.best())?;
+    let device = vs.device();
+    let mut batches =
+        super::data::Prefetcher::start(set.clone(), task.val_batches(), recipe_workers, 2);
+    let (metric, report) = tch::no_grad(|| task.validate(&mut batches, device))?;
+    std::fs::create_dir_all(paths.out)?;
+    save_vars(vs, &paths.out.join("model.safetensors"))?;
+    let metrics = serde_json::json!({
+        "stage": task.name(),
+        "best_epoch": state.best_epoch,
+        "selection_metric": metric,
+        "epochs_run": state.epochs_done,
+        "stopped_early": state.stopped_early,
+        "report": report,
+        "extra": extra,
+    });
+    std::fs::write(
+        paths.out.join("metrics.json"),
+        serde_json::to_vec_pretty(&metrics)?,
+    )?;
+    let mut h = std::fs::File::create(paths.out.join("history.jsonl"))?;
+    for rec in &state.history {
+        writeln!(h, "{}", serde_json::to_string(rec)?)?;
+    }
+    Ok(())
+}
+
+/// Stage 1: trains `AudioPretrainNet`; the output holds the whole network
+/// (encoder, projection, `aux_head`, prototype).
+pub fn run_stage1(params: &Stage1Params, paths: &StagePaths<'_>) -> Result<TrainState> {
+    let (device, set) = setup(paths, params.recipe.seed)?;
+    let mut vs = VarStore::new(device);
+    let net = AudioPretrainNet::new(vs.root(), &params.model);
+    let task = Stage1Task {
+        net: &net,
+        set: &set,
+        params,
+    };
+    let opts = FitOptions {
+        device,
+        checkpoints: &paths.work.join("checkpoints"),
+        verbose: paths.verbose,
+    };
+    let state = fit(
+        &task,
+        &set,
+        &vs,
+        Stage1Task::groups(&vs),
+        &params.recipe,
+        &opts,
+    )?;
+    finish(
+        &task,
+        &set,
+        &mut vs,
+        &state,
+        paths,
+        params.recipe.workers,
+        serde_json::Value::Null,
+    )?;
+    Ok(state)
+}
+
+/// Stage 2: loads the stage-1 encoder into `audio_enc` and its `aux_head` into
+/// `audio_head` (MODELS.md defect 1), both frozen, and trains the rest.
+pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<TrainState> {
+    let (device, set) = setup(paths, params.recipe.seed)?;
+    check_frame_size(&set, params.model.visual_backbone.img_size, "stage2")?;
+    let mut vs = VarStore::new(device);
+    let net = AvDetector::new(vs.root(), &params.model);
+    let stage1 = paths
+        .stage1
+        .context("stage2 needs the stage-1 output as input 'stage1'")?
+        .join("model.safetensors");
+    load_mapped(
+        &vs,
+        &stage1,
+        &[("audio_enc.", "audio_enc."), ("aux_head.", "audio_head.")],
+    )
+    .with_context(|| {
+        format!(
+            "loading the stage-1 encoder and head from {}",
+            stage1.display()
+        )
+    })?;
+    if let Some(marlin) = paths.pretrained {
+        load_mapped(&vs, marlin, &[("encoder.", "vis_enc.backbone.encoder.")])
+            .with_context(|| format!("loading MARLIN weights from {}", marlin.display()))?;
+    }
+    let groups = Stage2Task::groups(&vs, params.backbone_lr_scale);
+    let task = Stage2Task {
+        net: &net,
+        set: &set,
+        params,
+    };
+    let opts = FitOptions {
+        device,
+        checkpoints: &paths.work.join("checkpoints"),
+        verbose: paths.verbose,
+    };
+    let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
+    finish(
+        &task,
+        &set,
+        &mut vs,
+        &state,
+        paths,
+        params.recipe.workers,
+        serde_json::Value::Null,
+    )?;
+    Ok(state)
+}
+
+/// The OpenAVFF baseline.
+pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<TrainState> {
+    let (device, set) = setup(paths, params.recipe.seed)?;
+    check_frame_size(&set, params.model.img_size, "baseline")?;
+    let mut vs = VarStore::new(device);
+    let net = VideoCavMaeFt::new(vs.root(), &params.model);
+    if let Some(pre) = paths.pretrained {
+        let n = load_matching(&vs, pre, HEAD_PREFIXES)
+            .with_context(|| format!("loading pretrained weights from {}", pre.display()))?;
+        if paths.verbose {
+            eprintln!("baseline: {n} tensors from {}", pre.display());
+        }
+    }
+    let norm = AudioNorm::from_training_set(&set)?;
+    let task = BaselineTask {
+        net: &net,
+        set: &set,
+        params,
+        norm,
+    };
+    let opts = FitOptions {
+        device,
+        checkpoints: &paths.work.join("checkpoints"),
+        verbose: paths.verbose,
+    };
+    let groups = BaselineTask::groups(&vs, params.head_lr_scale);
+    let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
+    let extra = serde_json::json!({ "audio_norm": norm });
+    finish(
+        &task,
+        &set,
+        &mut vs,
+        &state,
+        paths,
+        params.recipe.workers,
+        extra,
+    )?;
+    Ok(state)
+}

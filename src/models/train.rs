@@ -1,0 +1,301 @@
+//! The training loop shared by the three stages: per-epoch schedule, AdamW
+//! groups, gradient clipping, bf16 autocast on CUDA, validation after every
+//! epoch with early stopping and best-model selection, and a checkpoint every
+//! epoch holding the model, the optimizer, the schedule position and the RNG
+//! position, from which a killed run resumes bit for bit on CPU.
+//!
+//! Determinism: every random draw is a function of `(seed, epoch, ...)`: the
+//! data order and augmentation (see [`super::rng`]) and libtorch's generator,
+//! reseeded at the start of each epoch for dropout. The RNG state of a
+//! checkpoint is therefore the seed and the next epoch, both in `state.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device, Tensor};
+
+use super::amp::autocast_bf16;
+use super::checkpoint::{load_strict, read_tensors, save_vars, write_tensors};
+use super::data::{Batch, BatchSpec, ElementSet, Prefetcher};
+use super::optim::{AdamW, ParamGroup, Schedule};
+
+/// The recipe shared by all stages (each stage's config embeds it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    pub epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Global gradient-norm limit; none when absent.
+    pub clip_norm: Option<f64>,
+    /// Stop after this many epochs without a better validation metric.
+    pub patience: Option<usize>,
+    pub seed: u64,
+    /// Clips per batch (stage 1: pairs per batch).
+    pub batch_size: usize,
+    /// Prefetch threads and batches kept ready per thread.
+    pub workers: usize,
+    pub prefetch: usize,
+    /// Mixed precision (bf16 autocast) when training on CUDA.
+    pub amp: bool,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            epochs: 80,
+            lr: 3e-5,
+            weight_decay: 0.01,
+            schedule: Schedule::WarmupCosine {
+                warmup: 5,
+                final_factor: 1.0 / 50.0,
+            },
+            clip_norm: Some(1.0),
+            patience: None,
+            seed: 0,
+            batch_size: 32,
+            workers: 2,
+            prefetch: 2,
+            amp: true,
+        }
+    }
+}
+
+/// What one stage contributes to the loop.
+pub trait Task {
+    /// The training batches of `epoch`, in order.
+    fn train_batches(&self, epoch: usize) -> Vec<BatchSpec>;
+    /// The validation batches.
+    fn val_batches(&self) -> Vec<BatchSpec>;
+    /// The loss of one training batch (on `device`), and its named parts.
+    fn loss(&self, batch: &Batch, device: Device) -> Result<(Tensor, Vec<(&'static str, f64)>)>;
+    /// Validates on the given batches: the selection metric (higher is
+    /// better) and the full metrics as JSON.
+    fn validate(
+        &self,
+        batches: &mut dyn Iterator<Item = Result<Batch>>,
+        device: Device,
+    ) -> Result<(f64, serde_json::Value)>;
+    /// The stage's name, for progress lines.
+    fn name(&self) -> &'static str;
+}
+
+/// One line of `history.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub parts: Vec<(String, f64)>,
+    pub steps: u64,
+    pub val_metric: f64,
+    pub val: serde_json::Value,
+    pub seconds: f64,
+}
+
+/// The resumable position, `state.json` of a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Optimizer steps taken.
+    pub optimizer_step: i64,
+    pub seed: u64,
+    pub best_metric: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_since_best: usize,
+    pub stopped_early: bool,
+    pub history: Vec<EpochRecord>,
+}
+
+/// Where the loop keeps its checkpoints: `epoch-NNNN/` folders (model,
+/// optimizer, state) and `best.safetensors`.
+pub struct CheckpointDir(pub PathBuf);
+
+impl CheckpointDir {
+    fn epoch_dir(&self, epoch: usize) -> PathBuf {
+        self.0.join(format!("epoch-{epoch:04}"))
+    }
+
+    pub fn best(&self) -> PathBuf {
+        self.0.join("best.safetensors")
+    }
+
+    /// The newest complete epoch checkpoint.
+    pub fn latest(&self) -> Option<(usize, PathBuf)> {
+        let rd = std::fs::read_dir(&self.0).ok()?;
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: usize = name.strip_prefix("epoch-")?.parse().ok()?;
+                e.path().join("state.json").is_file().then(|| (n, e.path()))
+            })
+            .max_by_key(|(n, _)| *n)
+    }
+
+    /// Writes an epoch checkpoint into a temporary folder and renames it into
+    /// place, so a kill leaves either no checkpoint or a complete one; keeps
+    /// the two newest.
+    fn save(&self, vs: &VarStore, opt: &AdamW, state: &TrainState) -> Result<()> {
+        std::fs::create_dir_all(&self.0)
+            .with_context(|| format!("creating {}", self.0.display()))?;
+        let final_dir = self.epoch_dir(state.epochs_done);
+        let tmp = self.0.join(format!(".tmp-epoch-{:04}", state.epochs_done));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        save_vars(vs, &tmp.join("model.safetensors"))?;
+        write_tensors(&opt.state_tensors(), &tmp.join("optim.safetensors"))?;
+        std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
+        let _ = std::fs::remove_dir_all(&final_dir);
+        std::fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("moving checkpoint into {}", final_dir.display()))?;
+        if state.epochs_done >= 2 {
+            let _ = std::fs::remove_dir_all(self.epoch_dir(state.epochs_done - 2));
+        }
+        Ok(())
+    }
+}
+
+/// Options of one [`fit`] call that are not part of the recipe.
+pub struct FitOptions<'a> {
+    pub device: Device,
+    pub checkpoints: &'a Path,
+    /// Print one line per epoch to stderr.
+    pub verbose: bool,
+}
+
+/// Trains `vs` with `task` until the recipe's epochs are done or early
+/// stopping triggers, resuming from the newest checkpoint in
+/// `opts.checkpoints`. Returns the final state; the best weights are in
+/// `CheckpointDir(checkpoints).best()`.
+pub fn fit(
+    task: &dyn Task,
+    set: &Arc<ElementSet>,
+    vs: &VarStore,
+    groups: Vec<ParamGroup>,
+    recipe: &Recipe,
+    opts: &FitOptions<'_>,
+) -> Result<TrainState> {
+    let dir = CheckpointDir(opts.checkpoints.to_path_buf());
+    std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
+    let mut opt = AdamW::new(groups, recipe.weight_decay);
+    let mut state = TrainState {
+        seed: recipe.seed,
+        ..Default::default()
+    };
+    if let Some((epoch, path)) = dir.latest() {
+        load_strict(vs, &path.join("model.safetensors"))?;
+        state = serde_json::from_slice(&std::fs::read(path.join("state.json"))?)
+            .with_context(|| format!("reading {}", path.join("state.json").display()))?;
+        opt.load_state_tensors(
+            &read_tensors(&path.join("optim.safetensors"))?,
+            state.optimizer_step,
+        )?;
+        if opts.verbose {
+            eprintln!(
+                "{}: resuming after epoch {epoch} from {}",
+                task.name(),
+                path.display()
+            );
+        }
+    }
+    let use_amp = recipe.amp && opts.device.is_cuda();
+    while state.epochs_done < recipe.epochs && !state.stopped_early {
+        let epoch = state.epochs_done;
+        let started = Instant::now();
+        // Dropout draws from libtorch's generator: reseed per epoch so that a
+        // resumed epoch draws the same masks.
+        tch::manual_seed((recipe.seed.wrapping_mul(1_000_003) + epoch as u64) as i64);
+        let lr = recipe.lr * recipe.schedule.factor(epoch, recipe.epochs);
+        let specs = task.train_batches(epoch);
+        let (mut sum, mut n, mut steps) = (0.0, 0.0, 0u64);
+        let mut parts_sum: Vec<(&'static str, f64)> = Vec::new();
+        for batch in Prefetcher::start(set.clone(), specs, recipe.workers, recipe.prefetch) {
+            let batch = batch?;
+            opt.zero_grad();
+            let (loss, parts) = autocast_bf16(use_amp, || task.loss(&batch, opts.device))?;
+            loss.backward();
+            if let Some(c) = recipe.clip_norm {
+                opt.clip_grad_norm(c);
+            }
+            opt.step(lr);
+            sum += loss.double_value(&[]);
+            n += 1.0;
+            steps += 1;
+            if parts_sum.is_empty() {
+                parts_sum = parts.iter().map(|(k, _)| (*k, 0.0)).collect();
+            }
+            for (acc, (_, v)) in parts_sum.iter_mut().zip(&parts) {
+                acc.1 += v;
+            }
+        }
+        let val_specs = task.val_batches();
+        let mut val_iter =
+            Prefetcher::start(set.clone(), val_specs, recipe.workers, recipe.prefetch);
+        let (metric, val) =
+            tch::no_grad(|| autocast_bf16(use_amp, || task.validate(&mut val_iter, opts.device)))?;
+        let improved = state.best_metric.is_none_or(|b| metric > b);
+        if improved {
+            save_vars(vs, &dir.best())?;
+            state.best_metric = Some(metric);
+            state.best_epoch = Some(epoch);
+            state.epochs_since_best = 0;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        let record = EpochRecord {
+            epoch,
+            lr,
+            train_loss: if n > 0.0 { sum / n } else { f64::NAN },
+            parts: parts_sum
+                .iter()
+                .map(|(k, v)| (k.to_string(), v / n.max(1.0)))
+                .collect(),
+            steps,
+            val_metric: metric,
+            val,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if opts.verbose {
+            eprintln!(
+                "{} epoch {epoch}: lr {lr:.3e} loss {:.4} val {metric:.4}{} ({:.1}s)",
+                task.name(),
+                record.train_loss,
+                if improved { " *" } else { "" },
+                record.seconds
+            );
+        }
+        state.history.push(record);
+        state.epochs_done += 1;
+        state.optimizer_step = opt.step;
+        if recipe
+            .patience
+            .is_some_and(|p| state.epochs_since_best >= p)
+        {
+            state.stopped_early = true;
+        }
+        dir.save(vs, &opt, &state)?;
+    }
+    Ok(state)
+}
+
+/// Variables of `vs` whose names start with one of `prefixes`, sorted by name
+/// (a stable order for the optimizer state).
+pub fn params_with_prefix(
+    vs: &VarStore,
+    prefixes: &[&str],
+    exclude: bool,
+) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)) != exclude)
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}

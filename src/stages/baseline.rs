@@ -1,0 +1,37 @@
+//! The `baseline` kind: OpenAVFF fine-tuning. Input `elements` and, optionally,
+//! `pretrained` (the OpenAVFF pre-training checkpoint as safetensors); output `model`.
+
+use anyhow::Result;
+
+use super::{Stage, StageContext};
+use crate::models::recipes::BaselineParams;
+use crate::models::stage_run::{parse_params, run_baseline, StagePaths};
+
+pub struct Baseline;
+
+impl Stage for Baseline {
+    fn kind(&self) -> &'static str {
+        "baseline"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let params: BaselineParams = parse_params(ctx.stage, ctx.params)?;
+        run_baseline(
+            &params,
+            &StagePaths {
+                elements: ctx.input("elements")?,
+                stage1: None,
+                pretrained: ctx.inputs.get("pretrained").map(|p| p.as_path()),
+                out: ctx.output("model")?,
+                work: ctx.step_dir,
+                threads: ctx.threads,
+                verbose: true,
+            },
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! The `stage1` kind: audio representation learning. Input `elements`, output
+//! `model` (the network's weights, `metrics.json`, `history.jsonl`).
+
+use anyhow::Result;
+
+use super::{Stage, StageContext};
+use crate::models::recipes::Stage1Params;
+use crate::models::stage_run::{parse_params, run_stage1, StagePaths};
+
+pub struct Stage1;
+
+impl Stage for Stage1 {
+    fn kind(&self) -> &'static str {
+        "stage1"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let params: Stage1Params = parse_params(ctx.stage, ctx.params)?;
+        run_stage1(
+            &params,
+            &StagePaths {
+                elements: ctx.input("elements")?,
+                stage1: None,
+                pretrained: None,
+                out: ctx.output("model")?,
+                work: ctx.step_dir,
+                threads: ctx.threads,
+                verbose: true,
+            },
+        )?;
+        Ok(())
+    }
+}

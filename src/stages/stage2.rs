@@ -1,0 +1,38 @@
+//! The `stage2` kind: the directionality-aware detector. Inputs `elements`,
+//! `stage1` (the stage-1 output folder) and, optionally, `marlin` (pretrained
+//! MARLIN weights as safetensors); output `model`.
+
+use anyhow::Result;
+
+use super::{Stage, StageContext};
+use crate::models::recipes::Stage2Params;
+use crate::models::stage_run::{parse_params, run_stage2, StagePaths};
+
+pub struct Stage2;
+
+impl Stage for Stage2 {
+    fn kind(&self) -> &'static str {
+        "stage2"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
+        let params: Stage2Params = parse_params(ctx.stage, ctx.params)?;
+        run_stage2(
+            &params,
+            &StagePaths {
+                elements: ctx.input("elements")?,
+                stage1: Some(ctx.input("stage1")?),
+                pretrained: ctx.inputs.get("marlin").map(|p| p.as_path()),
+                out: ctx.output("model")?,
+                work: ctx.step_dir,
+                threads: ctx.threads,
+                verbose: true,
+            },
+        )?;
+        Ok(())
+    }
+}

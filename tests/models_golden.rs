@@ -1,0 +1,204 @@
+//! Parity with the reference: each network, run through the
+//! `pipeline model forward` entry point with `config/golden/*.json`, must
+//! reproduce every output of `../shared/golden/` within the tolerances of its
+//! README (outputs 1e-4 absolute, losses 1e-5 relative).
+
+#![cfg(feature = "torch")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pipeline::models::checkpoint::{read_tensors, write_tensors};
+use pipeline::models::device::DeviceChoice;
+use pipeline::models::forward::{run, ForwardArgs, ModelKind};
+use tch::{Kind, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The golden folder, or `None` after saying loudly that the test is skipped.
+fn golden() -> Option<PathBuf> {
+    let dir = root().join("../shared/golden");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "\n*** SKIPPED: golden folder {} not found; parity NOT checked ***\n",
+            dir.display()
+        );
+        None
+    }
+}
+
+const LOSSES: &[&str] = &[
+    "supcon_loss",
+    "ordinal_ring_loss",
+    "align_repel_loss",
+    "bce_loss",
+];
+
+fn forward(
+    model: ModelKind,
+    config: &str,
+    weights: &Path,
+    inputs: &Path,
+) -> BTreeMap<String, Tensor> {
+    let out = tempfile::tempdir().unwrap();
+    let out_file = out.path().join("out.safetensors");
+    run(ForwardArgs {
+        model,
+        config: root().join("config/golden").join(config),
+        weights: weights.to_path_buf(),
+        inputs: inputs.to_path_buf(),
+        out: out_file.clone(),
+        device: Some(DeviceChoice::Cpu),
+    })
+    .unwrap();
+    read_tensors(&out_file).unwrap()
+}
+
+/// Compares every expected tensor named in `names` with the port's output.
+fn check(expected: &BTreeMap<String, Tensor>, got: &BTreeMap<String, Tensor>, names: &[&str]) {
+    let mut failures = Vec::new();
+    for name in names {
+        let e = &expected[*name];
+        let g = got
+            .get(*name)
+            .unwrap_or_else(|| panic!("the port wrote no output named {name}"));
+        assert_eq!(e.size(), g.size(), "{name}: shape");
+        let diff = (e - g).abs().max().double_value(&[]);
+        if LOSSES.contains(name) {
+            let rel = diff / e.abs().max().double_value(&[]).max(1e-12);
+            eprintln!("{name}: relative difference {rel:.3e}");
+            if rel > 1e-5 {
+                failures.push(format!("{name}: relative difference {rel:.3e} > 1e-5"));
+            }
+        } else {
+            eprintln!("{name}: max abs difference {diff:.3e}");
+            if diff > 1e-4 {
+                failures.push(format!("{name}: max abs difference {diff:.3e} > 1e-4"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn stage1_matches_reference() {
+    let Some(g) = golden() else { return };
+    let expected = read_tensors(&g.join("stage1_io.safetensors")).unwrap();
+    let got = forward(
+        ModelKind::Stage1,
+        "stage1.json",
+        &g.join("stage1_weights.safetensors"),
+        &g.join("stage1_io.safetensors"),
+    );
+    check(
+        &expected,
+        &got,
+        &[
+            "feat",
+            "tok",
+            "z",
+            "logit",
+            "supcon_loss",
+            "ordinal_ring_loss",
+        ],
+    );
+}
+
+#[test]
+fn stage2_matches_reference() {
+    let Some(g) = golden() else { return };
+    let expected = read_tensors(&g.join("stage2_io.safetensors")).unwrap();
+    let got = forward(
+        ModelKind::Stage2,
+        "stage2.json",
+        &g.join("stage2_weights.safetensors"),
+        &g.join("stage2_io.safetensors"),
+    );
+    check(
+        &expected,
+        &got,
+        &[
+            "logit_audio",
+            "logit_final",
+            "logit_a2v",
+            "w_audio",
+            "w_a2v",
+            "mismatch_mse",
+            "v_seq",
+            "g_vis",
+            "align_repel_loss",
+            "bce_loss",
+        ],
+    );
+}
+
+/// `x[i] = sin(0.001 i + phase)` over the flat index, in f64, cast to f32
+/// (the formula of `configs.json`).
+fn sine_input(shape: &[i64], phase: f64) -> Tensor {
+    let n: i64 = shape.iter().product();
+    (Tensor::arange(n, (Kind::Double, tch::Device::Cpu)) * 0.001 + phase)
+        .sin()
+        .to_kind(Kind::Float)
+        .view(shape)
+}
+
+#[test]
+fn baseline_matches_reference() {
+    let Some(g) = golden() else { return };
+    let expected = read_tensors(&g.join("baseline_io.safetensors")).unwrap();
+    let audio = sine_input(&[2, 1024, 128], 0.0);
+    let video = sine_input(&[2, 3, 16, 224, 224], 1.0);
+    for (name, t) in [("audio_first8", &audio), ("video_first8", &video)] {
+        let first = t.flatten(0, -1).narrow(0, 0, 8);
+        let d = (first - &expected[name]).abs().max().double_value(&[]);
+        assert!(d == 0.0, "{name}: regenerated inputs differ by {d:e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs.safetensors");
+    let mut map = BTreeMap::new();
+    map.insert("audio".to_string(), audio);
+    map.insert("video".to_string(), video);
+    write_tensors(&map, &inputs).unwrap();
+    let got = forward(
+        ModelKind::Baseline,
+        "baseline.json",
+        &g.join("baseline_weights.safetensors"),
+        &inputs,
+    );
+    check(&expected, &got, &["logits"]);
+}
+
+#[test]
+fn wrong_input_shape_is_an_error_not_a_panic() {
+    let Some(g) = golden() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs.safetensors");
+    let mut map = BTreeMap::new();
+    map.insert(
+        "mel".to_string(),
+        Tensor::zeros([2, 128, 700], (Kind::Float, tch::Device::Cpu)),
+    );
+    write_tensors(&map, &inputs).unwrap();
+    let err = run(ForwardArgs {
+        model: ModelKind::Stage1,
+        config: root().join("config/golden/stage1.json"),
+        weights: g.join("stage1_weights.safetensors"),
+        inputs,
+        out: dir.path().join("out.safetensors"),
+        device: Some(DeviceChoice::Cpu),
+    })
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("[2, 128, 700]") && msg.contains("Bx128x768"),
+        "{msg}"
+    );
+}
