@@ -1,5 +1,7 @@
 //! Weights on disk: safetensors files whose tensor names are the reference
-//! state-dict names. A reference PyTorch checkpoint converts with one line:
+//! state-dict names. A reference PyTorch checkpoint (a state dict, or a dict
+//! holding it under `model`) converts with one line (Python with torch,
+//! `safetensors` and `numpy` installed):
 //!
 //! ```text
 //! python -c "import torch,sys; from safetensors.torch import save_file; sd=torch.load(sys.argv[1],map_location='cpu'); sd=sd.get('model',sd); save_file({k:v.contiguous() for k,v in sd.items()}, sys.argv[2])" ref.pt ref.safetensors
