@@ -9,24 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::Ws;
 
-/// Whether a cluster answers; panics in CI when none does.
-fn cluster() -> bool {
-    let up = std::env::var_os("SLURM_CONF").is_some()
-        && Command::new("sinfo")
-            .arg("-h")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !up {
-        if std::env::var_os("CI").is_some() {
-            panic!("no Slurm cluster answers (SLURM_CONF unset or sinfo failing): scripts/test.sh starts one with scripts/slurm.sh up");
-        }
-        eprintln!(
-            "SKIPPED: no Slurm cluster answers; run `eval $(scripts/slurm.sh up)` as root first"
-        );
-    }
-    up
-}
-
 fn slurm_ws(yaml: &str) -> Ws {
     let ws = Ws::new(yaml);
     ws.write(
@@ -48,6 +30,16 @@ fn run_slurm(ws: &Ws, extra: &[&str]) -> (i32, String) {
     args.extend_from_slice(extra);
     let (code, out, err) = ws.run(&args);
     (code, format!("{out}{err}"))
+}
+
+/// Starts `pipeline run --executor slurm` in the background.
+fn spawn_slurm_run(ws: &Ws) -> std::process::Child {
+    ws.cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn squeue_by_name(name: &str) -> Vec<(String, String)> {
@@ -82,7 +74,7 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn command_stages_run_through_sbatch_and_record_their_jobs() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let ws = slurm_ws(
@@ -120,7 +112,7 @@ fn command_stages_run_through_sbatch_and_record_their_jobs() {
 
 #[test]
 fn paths_with_spaces_and_quotes_never_become_shell_code() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let parent = tempfile::tempdir().unwrap();
@@ -172,7 +164,7 @@ fn paths_with_spaces_and_quotes_never_become_shell_code() {
 
 #[test]
 fn a_failing_job_and_a_job_past_its_time_limit_are_told_apart() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let ws = slurm_ws(
@@ -204,19 +196,13 @@ fn a_failing_job_and_a_job_past_its_time_limit_are_told_apart() {
 
 #[test]
 fn a_requeued_job_is_followed_to_its_end() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let ws = slurm_ws(
         "stages:\n  twice:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 60; echo first > out.txt; fi\n    outs: [out.txt]\n",
     );
-    let mut head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut head = spawn_slurm_run(&ws);
     wait_until("the first attempt to start", 60, || {
         ws.path("attempt").exists()
     });
@@ -240,18 +226,12 @@ fn a_requeued_job_is_followed_to_its_end() {
 
 #[test]
 fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     // Ctrl-C: the job is cancelled and the step recorded as interrupted.
     let ws = slurm_ws("stages:\n  long:\n    cmd: touch started; sleep 120; echo > long.txt\n    outs: [long.txt]\n");
-    let mut head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut head = spawn_slurm_run(&ws);
     wait_until("the job to start", 60, || ws.path("started").exists());
     // SAFETY: signalling a child we started.
     unsafe { libc::kill(head.id() as i32, libc::SIGINT) };
@@ -272,13 +252,7 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
 
     // SIGKILL of the head: the next run re-attaches; the job is submitted once.
     let ws = slurm_ws("stages:\n  mid:\n    cmd: touch started; sleep 4; echo done > mid.txt\n    outs: [mid.txt]\n");
-    let mut head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut head = spawn_slurm_run(&ws);
     wait_until("the job to start", 60, || ws.path("started").exists());
     head.kill().unwrap();
     head.wait().unwrap();
@@ -319,7 +293,7 @@ stages:
 
 #[test]
 fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let local = Ws::new(SHARDED);

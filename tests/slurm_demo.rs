@@ -6,26 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::Ws;
-
-fn cluster() -> bool {
-    let up = std::env::var_os("SLURM_CONF").is_some()
-        && Command::new("sinfo")
-            .arg("-h")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !up {
-        if std::env::var_os("CI").is_some() {
-            panic!("no Slurm cluster answers (SLURM_CONF unset or sinfo failing): scripts/test.sh starts one");
-        }
-        eprintln!(
-            "SKIPPED: no Slurm cluster answers; run `eval $(scripts/slurm.sh up)` as root first"
-        );
-    }
-    up
-}
 
 /// A workspace whose pipeline uses the shipped manifests and a small copy of
 /// the demo profile (5 identities).
@@ -68,7 +50,7 @@ fn hash(ws: &Ws, rel: &str) -> String {
 
 #[test]
 fn the_demo_chain_through_slurm_matches_a_local_run() {
-    if !cluster() {
+    if !common::slurm_cluster() {
         return;
     }
     let local = demo_ws();

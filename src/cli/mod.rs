@@ -303,7 +303,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Bench(a) => bench::run(a, &cli.workspace).await,
         #[cfg(feature = "torch")]
-        Cmd::Model { cmd: ModelCmd::Forward(a) } => pipeline::models::forward::run(a.clone()).map(|_| 0),
+        Cmd::Model {
+            cmd: ModelCmd::Forward(a),
+        } => pipeline::models::forward::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]
         Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]

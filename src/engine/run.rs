@@ -802,6 +802,17 @@ async fn submit(ws: &Workspace, slurm: &Slurm, spec: &StageSpec, step: StepId) -
     Ok(job)
 }
 
+/// The Slurm job ids of the running steps.
+fn slurm_jobs(running: &BTreeMap<StepId, Running>) -> Vec<String> {
+    running
+        .values()
+        .filter_map(|r| match &r.how {
+            How::Slurm { job, .. } => Some(job.clone()),
+            How::Local { .. } => None,
+        })
+        .collect()
+}
+
 /// One batched query for every Slurm job of the run; settles those that ended.
 async fn poll_slurm(
     ws: &Workspace,
@@ -810,13 +821,7 @@ async fn poll_slurm(
     running: &mut BTreeMap<StepId, Running>,
     rep: &dyn Reporter,
 ) -> Result<Vec<(StepId, Settled)>> {
-    let jobs: Vec<String> = running
-        .values()
-        .filter_map(|r| match &r.how {
-            How::Slurm { job, .. } => Some(job.clone()),
-            How::Local { .. } => None,
-        })
-        .collect();
+    let jobs = slurm_jobs(running);
     let states = slurm.query(&jobs).await?;
     let wait = Duration::from_secs_f64(slurm.cfg.result_wait_s.max(0.0));
     let mut out = Vec::new();
@@ -959,13 +964,7 @@ async fn interrupt(
     running: &mut BTreeMap<StepId, Running>,
     tasks: &mut JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)>,
 ) -> Result<()> {
-    let jobs: Vec<String> = running
-        .values()
-        .filter_map(|r| match &r.how {
-            How::Slurm { job, .. } => Some(job.clone()),
-            How::Local { .. } => None,
-        })
-        .collect();
+    let jobs = slurm_jobs(running);
     if let Err(e) = slurm.cancel(&jobs).await {
         tracing::warn!("cancelling the run's Slurm jobs: {e:#}");
     }

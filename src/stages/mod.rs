@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+#[cfg(feature = "torch")]
+pub mod baseline;
 #[cfg(feature = "media")]
 pub mod corpus;
 #[cfg(feature = "media")]
@@ -22,6 +24,10 @@ pub mod elements_inspect;
 pub mod items;
 #[cfg(feature = "media")]
 pub mod seedvc;
+#[cfg(feature = "torch")]
+pub mod stage1;
+#[cfg(feature = "torch")]
+pub mod stage2;
 #[cfg(feature = "media")]
 pub mod synth;
 #[cfg(feature = "media")]
@@ -30,12 +36,6 @@ mod synth_face;
 mod synth_voice;
 #[cfg(feature = "media")]
 pub mod vc_standin;
-#[cfg(feature = "torch")]
-pub mod baseline;
-#[cfg(feature = "torch")]
-pub mod stage1;
-#[cfg(feature = "torch")]
-pub mod stage2;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {

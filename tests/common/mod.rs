@@ -101,3 +101,22 @@ impl Ws {
             .collect()
     }
 }
+
+/// Whether a Slurm cluster answers (`scripts/slurm.sh up`). Where none does,
+/// CI fails loudly; elsewhere the caller's test says loudly that it skipped.
+pub fn slurm_cluster() -> bool {
+    let up = std::env::var_os("SLURM_CONF").is_some()
+        && std::process::Command::new("sinfo")
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !up {
+        if std::env::var_os("CI").is_some() {
+            panic!("no Slurm cluster answers (SLURM_CONF unset or sinfo failing): scripts/test.sh starts one with scripts/slurm.sh up");
+        }
+        eprintln!(
+            "SKIPPED: no Slurm cluster answers; run `eval $(scripts/slurm.sh up)` as root first"
+        );
+    }
+    up
+}
