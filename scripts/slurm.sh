@@ -8,6 +8,9 @@ DIR="${SLURM_DIR:-/tmp/pipeline-slurm}"
 CONF="$DIR/slurm.conf"
 
 up() {
+  # A private test cluster starts empty: no daemons, no jobs left from an earlier one.
+  down
+  rm -rf "$DIR/state" "$DIR/spool"
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
   local cpus mem
   cpus=$(nproc)
@@ -59,10 +62,13 @@ CONF
 
 down() {
   for d in slurmd slurmctld munged; do
-    if [ -f "$DIR/$d.pid" ]; then
-      kill "$(cat "$DIR/$d.pid")" 2>/dev/null || true
-      rm -f "$DIR/$d.pid"
-    fi
+    [ -f "$DIR/$d.pid" ] || continue
+    pid="$(cat "$DIR/$d.pid")"
+    kill "$pid" 2>/dev/null || true
+    # slurmctld saves its state on the way out: wait for it, then insist.
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$DIR/$d.pid"
   done
 }
 

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 use common::Ws;
 
+/// The test cluster has as many CPUs as this machine (two in CI): tests that
+/// hold a CPU for a minute would queue behind each other and trip their
+/// waits, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn slurm_ws(yaml: &str) -> Ws {
     let ws = Ws::new(yaml);
     ws.write(
@@ -77,6 +86,7 @@ fn command_stages_run_through_sbatch_and_record_their_jobs() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     let ws = slurm_ws(
         "stages:\n  one:\n    cmd: echo \"$SLURM_JOB_ID\" > one.txt\n    outs: [one.txt]\n  \
          two:\n    cmd: cat one.txt > two.txt; hostname >> two.txt\n    deps: [one.txt]\n    outs: [two.txt]\n",
@@ -115,6 +125,7 @@ fn paths_with_spaces_and_quotes_never_become_shell_code() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     let parent = tempfile::tempdir().unwrap();
     let odd = parent.path().join("work space 'quoted' $(touch pwned)");
     std::fs::create_dir_all(&odd).unwrap();
@@ -167,6 +178,7 @@ fn a_failing_job_and_a_job_past_its_time_limit_are_told_apart() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     let ws = slurm_ws(
         "stages:\n  bad:\n    cmd: echo boom >&2; exit 3\n    outs: [bad.txt]\n  \
          slow:\n    cmd: sleep 300; echo > slow.txt\n    outs: [slow.txt]\n    resources: {time: 1}\n",
@@ -199,6 +211,7 @@ fn a_requeued_job_is_followed_to_its_end() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     let ws = slurm_ws(
         "stages:\n  twice:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 60; echo first > out.txt; fi\n    outs: [out.txt]\n",
     );
@@ -229,6 +242,7 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     // Ctrl-C: the job is cancelled and the step recorded as interrupted.
     let ws = slurm_ws("stages:\n  long:\n    cmd: touch started; sleep 120; echo > long.txt\n    outs: [long.txt]\n");
     let mut head = spawn_slurm_run(&ws);
@@ -296,6 +310,7 @@ fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
     if !common::slurm_cluster() {
         return;
     }
+    let _turn = take_turn();
     let local = Ws::new(SHARDED);
     local.ok(&["run"]);
     let ws = slurm_ws(SHARDED);
