@@ -175,6 +175,26 @@ fn scored<const N: usize>(
     }
 }
 
+/// Shuffled training batches with frames and this epoch's augmentation draw;
+/// `salt` keeps each stage's augmentation stream its own.
+fn augmented_train_batches(
+    clips: &[usize],
+    r: &Recipe,
+    augment: Augment,
+    salt: u64,
+    epoch: usize,
+) -> Vec<BatchSpec> {
+    let aug_seed = r.seed.wrapping_mul(salt).wrapping_add(epoch as u64);
+    data::batches(clips, r.batch_size, r.seed, epoch as u64, true)
+        .into_iter()
+        .map(|clips| BatchSpec {
+            clips,
+            frames: true,
+            augment: Some((aug_seed, augment)),
+        })
+        .collect()
+}
+
 fn eval_specs(clips: &[usize], batch: usize, frames: bool) -> Vec<BatchSpec> {
     data::batches(clips, batch, 0, 0, false)
         .into_iter()
@@ -269,22 +289,13 @@ impl Task for Stage2Task<'_> {
     }
 
     fn train_batches(&self, epoch: usize) -> Vec<BatchSpec> {
-        let r = &self.params.recipe;
-        let aug_seed = r.seed.wrapping_mul(31).wrapping_add(epoch as u64);
-        data::batches(
+        augmented_train_batches(
             &self.set.split(Split::Train),
-            r.batch_size,
-            r.seed,
-            epoch as u64,
-            true,
+            &self.params.recipe,
+            self.params.augment,
+            31,
+            epoch,
         )
-        .into_iter()
-        .map(|clips| BatchSpec {
-            clips,
-            frames: true,
-            augment: Some((aug_seed, self.params.augment)),
-        })
-        .collect()
     }
 
     fn val_batches(&self) -> Vec<BatchSpec> {
@@ -472,22 +483,13 @@ impl Task for BaselineTask<'_> {
     }
 
     fn train_batches(&self, epoch: usize) -> Vec<BatchSpec> {
-        let r = &self.params.recipe;
-        let aug_seed = r.seed.wrapping_mul(37).wrapping_add(epoch as u64);
-        data::batches(
+        augmented_train_batches(
             &self.set.split(Split::Train),
-            r.batch_size,
-            r.seed,
-            epoch as u64,
-            true,
+            &self.params.recipe,
+            self.params.augment,
+            37,
+            epoch,
         )
-        .into_iter()
-        .map(|clips| BatchSpec {
-            clips,
-            frames: true,
-            augment: Some((aug_seed, self.params.augment)),
-        })
-        .collect()
     }
 
     fn val_batches(&self) -> Vec<BatchSpec> {
