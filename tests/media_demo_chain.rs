@@ -35,6 +35,7 @@ fn run(ws: &Path, stage: &str, params: &Value, inputs: &[(&str, &str)], outputs:
         stage,
         params,
         inputs: &inputs,
+        input_hashes: &Default::default(),
         outputs: &outputs,
         step_dir: &step,
         items_dir: &items,

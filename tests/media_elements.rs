@@ -101,6 +101,7 @@ impl Run {
             stage: "elements",
             params,
             inputs: &inputs,
+            input_hashes: &Default::default(),
             outputs: &outputs,
             step_dir: &step,
             items_dir: &self.items,

@@ -26,6 +26,7 @@ fn run_synth(ws: &Path, params: &serde_json::Value) -> (PathBuf, PathBuf) {
         stage: "synth",
         params,
         inputs: &inputs,
+        input_hashes: &Default::default(),
         outputs: &outputs,
         step_dir: &step,
         items_dir: &items,

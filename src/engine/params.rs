@@ -35,9 +35,7 @@ pub fn resolve(p: &Pipeline, stage: &StageSpec, profile: &str, workspace: &Path)
                     stage.defined_in.display()
                 );
             }
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))
+            read_profile_file(&file)
         }
         ParamSpec::Keys(files) => {
             let mut out = serde_json::Map::new();
@@ -69,6 +67,72 @@ pub fn resolve(p: &Pipeline, stage: &StageSpec, profile: &str, workspace: &Path)
             Ok(Value::Object(out))
         }
     }
+}
+
+/// Reads a profile's parameter file, replacing every `{"$include": "F.json"}`
+/// object with the content of `F.json` from the same folder (itself read the
+/// same way), so that, for example, a sweep names the stage-2 recipe it varies
+/// instead of copying it. The included text enters the resolved parameters,
+/// hence the fingerprint: changing `F.json` makes both stages stale.
+pub fn read_profile_file(file: &Path) -> Result<Value> {
+    read_including(file, &mut Vec::new())
+}
+
+fn read_including(file: &Path, chain: &mut Vec<std::path::PathBuf>) -> Result<Value> {
+    if chain.iter().any(|f| f == file) {
+        bail!(
+            "{}: \"$include\" loops back to itself ({}); remove one of the includes",
+            file.display(),
+            chain
+                .iter()
+                .chain(std::iter::once(&file.to_path_buf()))
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        );
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut v: Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    chain.push(file.to_path_buf());
+    expand_includes(&mut v, file, chain)?;
+    chain.pop();
+    Ok(v)
+}
+
+fn expand_includes(v: &mut Value, file: &Path, chain: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    match v {
+        Value::Object(m) if m.contains_key("$include") => {
+            let Some(Value::String(name)) = m.get("$include").filter(|_| m.len() == 1) else {
+                bail!(
+                    "{}: an \"$include\" object must hold only the name of a JSON file in the same folder, as {{\"$include\": \"stage2.json\"}}",
+                    file.display()
+                );
+            };
+            let target = file.parent().unwrap_or(Path::new(".")).join(name.as_str());
+            if !target.is_file() {
+                bail!(
+                    "{}: \"$include\": {} does not exist; name a file of the same folder",
+                    file.display(),
+                    target.display()
+                );
+            }
+            *v = read_including(&target, chain)?;
+        }
+        Value::Object(m) => {
+            for x in m.values_mut() {
+                expand_includes(x, file, chain)?;
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                expand_includes(x, file, chain)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn lookup<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
@@ -152,6 +216,43 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn includes_are_expanded_and_loops_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("base.json"),
+            r#"{"lr": 1e-4, "m": {"layers": 2}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("sweep.json"),
+            r#"{"base": {"$include": "base.json"}, "grid": {"lr": [1, 2]}}"#,
+        )
+        .unwrap();
+        let v = read_profile_file(&d.path().join("sweep.json")).unwrap();
+        assert_eq!(
+            v,
+            json!({"base": {"lr": 1e-4, "m": {"layers": 2}}, "grid": {"lr": [1, 2]}})
+        );
+        std::fs::write(d.path().join("a.json"), r#"{"x": {"$include": "b.json"}}"#).unwrap();
+        std::fs::write(d.path().join("b.json"), r#"{"y": {"$include": "a.json"}}"#).unwrap();
+        let e = format!(
+            "{:#}",
+            read_profile_file(&d.path().join("a.json")).unwrap_err()
+        );
+        assert!(e.contains("loops back"), "{e}");
+        std::fs::write(
+            d.path().join("c.json"),
+            r#"{"x": {"$include": "none.json"}}"#,
+        )
+        .unwrap();
+        let e = format!(
+            "{:#}",
+            read_profile_file(&d.path().join("c.json")).unwrap_err()
+        );
+        assert!(e.contains("none.json does not exist"), "{e}");
+    }
 
     #[test]
     fn diff_names_leaves() {

@@ -425,9 +425,11 @@ pub async fn run(
         }
         return Ok(summary);
     }
-    // Every selected stage's parameters resolve before anything runs.
+    // Every selected stage's parameters resolve (and a built-in kind accepts
+    // them for its sharding, e.g. a sweep's grid) before anything runs.
     for &i in &sel {
-        planner.params(i)?;
+        let params = planner.params(i)?;
+        shards_of(&dag.stages()[i], &params)?;
     }
     let exec = LocalExecutor::new(&ws.root)?;
     let run_id = ws
@@ -458,7 +460,11 @@ pub async fn run(
                 step: r.step,
                 how: How::Slurm {
                     job: r.job,
-                    array: stage.and_then(|i| dag.stages()[i].shards),
+                    // The shard count is the step's own (a sweep's comes
+                    // from its grid), as its job file says.
+                    array: job::read_job(&ws.step_dir(r.step))
+                        .ok()
+                        .and_then(|j| j.shards),
                     state: None,
                     attempts: 1,
                     ended_at: None,
@@ -555,7 +561,7 @@ pub async fn run(
                 } else {
                     cpus
                 };
-                let step = queue_step(
+                let (step, shards) = queue_step(
                     ws,
                     run_id,
                     spec,
@@ -566,7 +572,7 @@ pub async fn run(
                 )
                 .await?;
                 let how = if on_slurm {
-                    let job = match submit(ws, &slurm, spec, step).await {
+                    let job = match submit(ws, &slurm, spec, step, shards).await {
                         Ok(job) => job,
                         Err(e) => {
                             let why = format!("{e:#}");
@@ -590,7 +596,7 @@ pub async fn run(
                     next_poll = tokio::time::Instant::now() + slurm.backoff(None);
                     How::Slurm {
                         job,
-                        array: spec.shards,
+                        array: shards,
                         state: None,
                         attempts: 1,
                         ended_at: None,
@@ -782,7 +788,13 @@ fn executor_of(spec: &StageSpec, opts: &RunOptions) -> ExecutorKind {
 }
 
 /// Submits step `step` of `spec`; its job id is in the store before this returns.
-async fn submit(ws: &Workspace, slurm: &Slurm, spec: &StageSpec, step: StepId) -> Result<String> {
+async fn submit(
+    ws: &Workspace,
+    slurm: &Slurm,
+    spec: &StageSpec,
+    step: StepId,
+    array: Option<u32>,
+) -> Result<String> {
     let exe = std::env::current_exe().context("finding the pipeline binary")?;
     let dir = ws.step_dir(step);
     let name = format!("pipeline.{}.{}", spec.name, step.0);
@@ -794,7 +806,7 @@ async fn submit(ws: &Workspace, slurm: &Slurm, spec: &StageSpec, step: StepId) -
             exe: &exe,
             step: step.0,
             resources: &spec.resources,
-            array: spec.shards,
+            array,
         })
         .await
         .with_context(|| format!("submitting stage {}", spec.name))?;
@@ -895,7 +907,7 @@ async fn poll_slurm(
                 .stage
                 .map(|i| &dag.stages()[i])
                 .context("a resubmitted step has no stage")?;
-            let new_job = submit(ws, slurm, spec, r.step).await?;
+            let new_job = submit(ws, slurm, spec, r.step, *array).await?;
             rep.event(Event::Message(format!(
                 "{}: Slurm job {job} ended {shown}; resubmitted as job {new_job} (attempt {} of {})",
                 r.name,
@@ -1002,7 +1014,7 @@ async fn queue_step(
     reasons: &[Reason],
     planner: &mut Planner<'_>,
     (threads, executor): (usize, ExecutorKind),
-) -> Result<StepId> {
+) -> Result<(StepId, Option<u32>)> {
     let fp = ev
         .fingerprint
         .as_ref()
@@ -1063,15 +1075,23 @@ async fn queue_step(
             wdir: wdir.as_ref().map(|w| w.to_string()),
         },
     };
+    let params = planner.params(ev.stage)?;
+    let shards = shards_of(spec, &params)?;
     let job = JobSpec {
         step,
         stage: spec.name.clone(),
         action,
-        params: planner.params(ev.stage)?,
+        params,
         inputs: spec
             .deps
             .iter()
             .map(|d| (d.name.clone(), d.path.to_string()))
+            .collect(),
+        input_hashes: ev
+            .inputs
+            .iter()
+            .zip(&hexes)
+            .map(|((name, ..), hex)| (name.clone(), hex.clone()))
             .collect(),
         outputs: spec
             .outs
@@ -1084,8 +1104,27 @@ async fn queue_step(
             .collect(),
         threads,
         shard: None,
-        shards: spec.shards,
+        shards,
     };
     job::write_job(&dir, &job)?;
-    Ok(step)
+    Ok((step, shards))
+}
+
+/// How many shards a step of `spec` runs as: the manifest's `shards:`, or
+/// what its built-in kind derives from the parameters (one per grid point of
+/// a sweep). A kind this build lacks fails later, when its step runs.
+fn shards_of(spec: &StageSpec, params: &serde_json::Value) -> Result<Option<u32>> {
+    if spec.shards.is_some() {
+        return Ok(spec.shards);
+    }
+    let Action::Builtin { kind } = &spec.action else {
+        return Ok(None);
+    };
+    match crate::stages::lookup(kind) {
+        Ok(stage) => Ok(stage
+            .shards(params)
+            .with_context(|| format!("stage {}: invalid parameters", spec.name))?
+            .filter(|&n| n > 1)),
+        Err(_) => Ok(None),
+    }
 }

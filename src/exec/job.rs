@@ -33,6 +33,11 @@ pub struct JobSpec {
     pub params: serde_json::Value,
     /// name -> workspace-relative path.
     pub inputs: BTreeMap<String, String>,
+    /// name -> the BLAKE3 the head recorded for that input when it queued
+    /// the step, so a stage can key its per-item memo on its inputs without
+    /// hashing them again on a compute node.
+    #[serde(default)]
+    pub input_hashes: BTreeMap<String, String>,
     pub outputs: Vec<JobOutput>,
     pub threads: usize,
     /// Set when this job runs one shard; filled in by `exec-step --shard`.

@@ -186,6 +186,7 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
                 stage: &job.stage,
                 params: &job.params,
                 inputs: &inputs,
+                input_hashes: &job.input_hashes,
                 outputs: &outputs,
                 step_dir: dir,
                 items_dir: &items_dir,
