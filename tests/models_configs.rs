@@ -31,7 +31,7 @@ fn profiles_parse() {
 
 #[test]
 fn paper_sweep_has_72_distinct_runs() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/paper/stage2_sweep.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/paper/sweep.json");
     let runs = expand_file(&path).unwrap();
     assert_eq!(runs.len(), 72);
     let mut seen = std::collections::BTreeSet::new();

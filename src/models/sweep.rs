@@ -1,6 +1,7 @@
 //! Parameter grids: a base configuration and, for some dotted keys, lists of
-//! values; the cartesian product gives one configuration per run (the
-//! reference's 72-run stage-2 sweep is `config/paper/stage2_sweep.json`).
+//! values; the cartesian product gives one configuration per run. The
+//! reference's 72-run stage-2 sweep is `config/paper/sweep.json`, run by the
+//! `stage2_sweep` stage kind.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,29 +10,38 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// A grid file: `{"base": "stage2.json", "grid": {"recipe.lr": [..], ..}}`.
+/// A grid: `{"base": {..} or {"$include": "stage2.json"}, "grid": {"recipe.lr": [..], ..}}`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GridFile {
     #[serde(default)]
     pub description: String,
-    /// The base configuration, relative to the grid file's folder.
-    pub base: String,
+    /// The base configuration (in a profile file, usually included).
+    pub base: Value,
     pub grid: BTreeMap<String, Vec<Value>>,
+    /// The sweep fails when more than this fraction of its runs failed.
+    #[serde(default)]
+    pub max_failed_fraction: f64,
 }
 
-/// Reads a grid file and its base; returns every run's parameters, each with
-/// the grid point it came from.
+impl GridFile {
+    /// Every run's parameters, each with the grid point it came from.
+    pub fn runs(&self) -> Result<Vec<(BTreeMap<String, Value>, Value)>> {
+        if !self.base.is_object() {
+            bail!("the sweep's `base` must be an object of stage parameters");
+        }
+        expand(&self.base, &self.grid)
+    }
+}
+
+/// Reads a grid file (expanding `$include`s as a profile file does); returns
+/// every run's parameters, each with the grid point it came from.
 pub fn expand_file(path: &Path) -> Result<Vec<(BTreeMap<String, Value>, Value)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v = crate::engine::params::read_profile_file(path)?;
     let grid: GridFile =
-        serde_json::from_str(&text).with_context(|| format!("parsing grid {}", path.display()))?;
-    let base_path = path.parent().unwrap_or(Path::new(".")).join(&grid.base);
-    let base: Value = serde_json::from_slice(
-        &std::fs::read(&base_path).with_context(|| format!("reading {}", base_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", base_path.display()))?;
-    expand(&base, &grid.grid)
+        serde_json::from_value(v).with_context(|| format!("parsing grid {}", path.display()))?;
+    grid.runs()
+        .with_context(|| format!("expanding grid {}", path.display()))
 }
 
 /// The cartesian product of `grid` applied to `base` (keys in sorted order).

@@ -20,7 +20,7 @@ pub mod elements;
 pub mod elements_bench;
 #[cfg(feature = "media")]
 pub mod elements_inspect;
-#[cfg(feature = "media")]
+#[cfg(any(feature = "media", feature = "torch"))]
 pub mod items;
 #[cfg(feature = "media")]
 pub mod seedvc;
@@ -28,6 +28,8 @@ pub mod seedvc;
 pub mod stage1;
 #[cfg(feature = "torch")]
 pub mod stage2;
+#[cfg(feature = "torch")]
+pub mod sweep;
 #[cfg(feature = "media")]
 pub mod synth;
 #[cfg(feature = "media")]
@@ -47,6 +49,8 @@ pub struct StageContext<'a> {
     pub params: &'a serde_json::Value,
     /// Declared inputs: name -> absolute path (already produced and hashed).
     pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Declared inputs: name -> the BLAKE3 (hex) the engine recorded for them.
+    pub input_hashes: &'a BTreeMap<String, String>,
     /// Declared outputs: name -> absolute staging path; write here, the engine
     /// moves each into its declared place after the stage returns `Ok`.
     pub outputs: &'a BTreeMap<String, PathBuf>,
@@ -103,6 +107,11 @@ pub trait Stage: Send + Sync {
     fn version(&self) -> u32;
     /// Runs the stage to completion.
     fn run(&self, ctx: &StageContext<'_>) -> Result<()>;
+    /// How many shards the stage runs as, decided by its parameters (a sweep:
+    /// one per grid point). `None` leaves it to the manifest's `shards:`.
+    fn shards(&self, _params: &serde_json::Value) -> Result<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// Every kind the pipeline knows of, implemented in this build or not. A
@@ -116,6 +125,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "baseline",
     "stage1",
     "stage2",
+    "stage2_sweep",
     "report",
 ];
 
@@ -135,6 +145,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         v.push(Box::new(stage1::Stage1));
         v.push(Box::new(stage2::Stage2));
         v.push(Box::new(baseline::Baseline));
+        v.push(Box::new(sweep::Stage2Sweep));
     }
     v
 }
