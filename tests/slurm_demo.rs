@@ -1,7 +1,8 @@
 //! The demo DAG's built-in stages through a real one-node Slurm: seedvc and
-//! elements as array jobs (4 and 8 shards) gathered on the head, ending with
-//! the same artifact hashes as a local run from the same synthetic corpus.
-#![cfg(feature = "media")]
+//! elements as array jobs (4 and 8 shards) gathered on the head, then stage
+//! 1, stage 2 and the two-point sweep (an array of 2), ending with the same
+//! artifacts as a local run from the same synthetic corpus.
+#![cfg(all(feature = "media", feature = "torch"))]
 
 mod common;
 
@@ -14,13 +15,15 @@ use common::Ws;
 fn demo_ws() -> Ws {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ws = Ws::new("stages: {}\n");
-    for stage in ["synth", "seedvc", "elements"] {
+    for stage in ["synth", "seedvc", "elements", "stage1", "stage2", "sweep"] {
         let mut v: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(root.join(format!("config/demo/{stage}.json"))).unwrap(),
         )
         .unwrap();
-        if stage == "synth" {
-            v["identities"] = 5.into();
+        match stage {
+            "synth" => v["identities"] = 5.into(),
+            "stage1" | "stage2" => v["recipe"]["epochs"] = 2.into(),
+            _ => {}
         }
         ws.write(&format!("cfg/tiny/{stage}.json"), &v.to_string());
     }
@@ -28,15 +31,18 @@ fn demo_ws() -> Ws {
     ws.write(
         "pipeline.yaml",
         &format!(
-            "config: cfg\nstages:\n  synth: {{manifest: \"{}\"}}\n  seedvc: {{manifest: \"{}\"}}\n  elements: {{manifest: \"{}\"}}\n",
+            "config: cfg\nstages:\n  synth: {{manifest: \"{}\"}}\n  seedvc: {{manifest: \"{}\"}}\n  elements: {{manifest: \"{}\"}}\n  stage1: {{manifest: \"{}\"}}\n  stage2: {{manifest: \"{}\"}}\n  sweep: {{manifest: \"{}\"}}\n",
             manifest("synth"),
             manifest("seedvc"),
-            manifest("elements")
+            manifest("elements"),
+            manifest("stage1"),
+            manifest("stage2"),
+            manifest("sweep")
         ),
     );
     ws.write(
         "cluster.yaml",
-        "poll_min_s: 0.5\npoll_max_s: 2\nresult_wait_s: 10\nmax_gpus: 0\n",
+        "poll_min_s: 0.5\npoll_max_s: 2\nresult_wait_s: 10\nmax_gpus: 0\nmax_mem: 2G\n",
     );
     ws
 }
@@ -91,11 +97,38 @@ fn the_demo_chain_through_slurm_matches_a_local_run() {
         out.contains("elements: every shard finished; gathering here"),
         "{out}"
     );
+    assert!(
+        out.contains("sweep: every shard finished; gathering here"),
+        "{out}"
+    );
     for artifact in ["data/voiceclone", "data/elements"] {
         assert_eq!(
             hash(&slurm, artifact),
             hash(&local, artifact),
             "{artifact} differs between Slurm and local runs"
+        );
+    }
+    // Training on the CPU is deterministic for a given thread count (the
+    // stages' 2 CPUs, here and in the job): the same weights and metrics.
+    // The model folders as a whole differ only in the seconds each epoch took.
+    for file in [
+        "models/stage1/model.safetensors",
+        "models/stage1/metrics.json",
+        "models/stage2/model.safetensors",
+        "models/stage2/metrics.json",
+        "models/sweep/summary.json",
+        "models/sweep/best/model.safetensors",
+    ] {
+        let shown = |ws: &Ws| match file.ends_with(".json") {
+            true => ws.read(file),
+            false => String::new(),
+        };
+        assert_eq!(
+            hash(&slurm, file),
+            hash(&local, file),
+            "{file} differs between Slurm and local runs:\n{}\n{}",
+            shown(&slurm),
+            shown(&local)
         );
     }
     let (code, out, err) = slurm.run(&["--profile", "tiny", "status", "--json"]);

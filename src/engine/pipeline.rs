@@ -470,7 +470,7 @@ fn param_keys(items: &[Value]) -> Result<Vec<(RelPath, Vec<String>)>> {
 }
 
 /// Memory as Slurm writes it: `8G`, `512M`, `1T`, or a number of megabytes.
-fn parse_mem(v: &Value) -> Result<u64> {
+pub(crate) fn parse_mem(v: &Value) -> Result<u64> {
     let s = match v {
         Value::Number(n) => return n.as_u64().context("resources.mem: a whole number of MB"),
         Value::String(s) => s.trim().to_ascii_uppercase(),

@@ -54,6 +54,9 @@ pub struct ClusterConfig {
     /// At most this many GPUs per job; 0 on a cluster without GPUs, where
     /// stages that ask for one run on CPUs.
     pub max_gpus: Option<u32>,
+    /// At most this much memory per job (`16G`, or MB): a small cluster runs
+    /// stages whose manifests ask for more (sized for the paper) within it.
+    pub max_mem: Option<serde_yaml::Value>,
 }
 
 impl Default for ClusterConfig {
@@ -71,16 +74,29 @@ impl Default for ClusterConfig {
             array_limit: 32,
             local_stages: Vec::new(),
             max_gpus: None,
+            max_mem: None,
         }
     }
 }
 
 impl ClusterConfig {
+    /// `max_mem` in MB, if set.
+    pub fn max_mem_mb(&self) -> Result<Option<u64>> {
+        self.max_mem
+            .as_ref()
+            .map(crate::engine::pipeline::parse_mem)
+            .transpose()
+    }
+
     /// Reads `file`; a missing file means the defaults.
     pub fn load(file: &Path) -> Result<ClusterConfig> {
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+                let cfg: ClusterConfig = serde_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                cfg.max_mem_mb()
+                    .with_context(|| format!("{}: max_mem", file.display()))?;
+                Ok(cfg)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterConfig::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
@@ -234,6 +250,11 @@ impl Slurm {
     /// The sbatch arguments of a submission (options only; the script comes last).
     pub fn sbatch_args(&self, s: &Submission<'_>, script: &Path) -> Vec<String> {
         let r = s.resources;
+        // `load` has refused an unreadable `max_mem` already.
+        let mem_mb = match self.cfg.max_mem_mb().ok().flatten() {
+            Some(m) => r.mem_mb.min(m),
+            None => r.mem_mb,
+        };
         let log = match s.array {
             Some(_) => s.step_dir.join("log.%a"),
             None => s.step_dir.join("log"),
@@ -245,7 +266,7 @@ impl Slurm {
             "--open-mode=append".into(),
             format!("--chdir={}", s.workspace.display()),
             format!("--time={}", r.time_min.max(1)),
-            format!("--mem={}M", r.mem_mb.max(1)),
+            format!("--mem={}M", mem_mb.max(1)),
             format!("--cpus-per-task={}", r.cpus.max(1)),
             "--requeue".into(),
             "--signal=B:USR1@90".into(),
@@ -405,6 +426,47 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("$(rm -rf /); `x`"), "'$(rm -rf /); `x`'");
+    }
+
+    #[test]
+    fn max_mem_and_max_gpus_cap_the_request() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("cluster.yaml");
+        std::fs::write(&f, "max_mem: 2G\nmax_gpus: 0\n").unwrap();
+        let slurm = Slurm::new(ClusterConfig::load(&f).unwrap());
+        let resources = Resources {
+            cpus: 2,
+            mem_mb: 32 * 1024,
+            gpus: 1,
+            time_min: 60,
+        };
+        let sub = Submission {
+            job_name: "j",
+            step_dir: d.path(),
+            workspace: d.path(),
+            exe: Path::new("pipeline"),
+            step: 1,
+            resources: &resources,
+            array: None,
+        };
+        let args = slurm.sbatch_args(&sub, Path::new("job.sbatch"));
+        assert!(args.contains(&"--mem=2048M".to_string()), "{args:?}");
+        assert!(!args.iter().any(|a| a.contains("gpu")), "{args:?}");
+        let small = Resources {
+            mem_mb: 512,
+            ..resources
+        };
+        let args = slurm.sbatch_args(
+            &Submission {
+                resources: &small,
+                ..sub
+            },
+            Path::new("job.sbatch"),
+        );
+        assert!(args.contains(&"--mem=512M".to_string()), "{args:?}");
+        std::fs::write(&f, "max_mem: lots\n").unwrap();
+        let e = format!("{:#}", ClusterConfig::load(&f).unwrap_err());
+        assert!(e.contains("max_mem"), "{e}");
     }
 
     #[test]

@@ -242,7 +242,10 @@ fn write_output(
         std::fs::create_dir_all(&dir)?;
         std::fs::copy(memo.join("point.json"), dir.join("point.json"))
             .with_context(|| format!("copying the memo of point {i} from {}", memo.display()))?;
-        let mut row = json!({"index": i, "values": p.values, "memo": key});
+        // No memo key here: it holds the inputs' hashes, and a model folder's
+        // hash changes with the seconds its epochs took, while the summary
+        // should compare equal across runs that trained the same weights.
+        let mut row = json!({"index": i, "values": p.values});
         match outcome {
             Outcome::Failed(reason) => {
                 row["status"] = json!("failed");
