@@ -439,6 +439,87 @@ fn bad_media_fails_its_item_only_and_the_fraction_decides_the_stage() {
     );
 }
 
+/// The first 60% of a 5 s clip in `format` (`-f`), whose index sits before
+/// its data, so FFmpeg still opens the cut copy.
+fn truncated_clip(path: &Path, format: &str) {
+    let whole = path.with_extension("whole");
+    let index_first: &[&str] = if format == "mp4" {
+        &["-movflags", "+faststart"]
+    } else {
+        &[]
+    };
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=80x64:rate=25:duration=5",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=550:sample_rate=44100:duration=5",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+    ];
+    args.extend_from_slice(index_first);
+    args.extend(["-f", format, whole.to_str().unwrap()]);
+    ffmpeg(&args);
+    let mut bytes = std::fs::read(&whole).unwrap();
+    bytes.truncate(bytes.len() * 6 / 10);
+    std::fs::write(path, bytes).unwrap();
+    std::fs::remove_file(whole).unwrap();
+}
+
+#[test]
+fn a_truncated_file_that_still_opens_fails_its_item_with_the_reason() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    corpus(data.path());
+    let dir = data
+        .path()
+        .join("RealVideo-RealAudio/Caucasian (European)/women/id00009");
+    std::fs::create_dir_all(&dir).unwrap();
+    truncated_clip(&dir.join("faststart.mp4"), "mp4");
+    // FFmpeg reads the content, not the name: a Matroska file cut short.
+    truncated_clip(&dir.join("matroska.mp4"), "matroska");
+    let r = Run::new();
+    let out = r.ws.path().join("elements");
+    r.run(data.path(), &out, &params(), None).unwrap();
+    let rows = manifest(&out);
+    assert_eq!(rows.len(), 24, "only the intact clips are elements");
+    assert!(rows.iter().all(|r| r["identity"] != "id00009"));
+    let log = std::fs::read_to_string(r.ws.path().join("step-9/items.jsonl")).unwrap();
+    let failed: BTreeMap<String, String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["status"] == "failed")
+        .map(|v| {
+            let item = v["item"].as_str().unwrap();
+            (
+                item.rsplit('/').next().unwrap().to_string(),
+                v["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    println!("{failed:#?}");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed["faststart.mp4"].contains("truncated: read")
+            && failed["faststart.mp4"].contains("video packets the container indexes"),
+        "{failed:?}"
+    );
+    assert!(
+        failed["matroska.mp4"].contains("truncated: read")
+            && failed["matroska.mp4"].contains("the container declares"),
+        "{failed:?}"
+    );
+}
+
 fn clip_mel(dir: &Path, row: &Value) -> Vec<u8> {
     let bytes = std::fs::read(dir.join(row["shard"].as_str().unwrap())).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

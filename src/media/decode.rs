@@ -5,6 +5,12 @@
 //! Frame index `n` is the `n`-th frame the decoder outputs (presentation
 //! order), as the `ffmpeg` CLI's `select=eq(n\,N)` and Python video readers
 //! count them; a variable-frame-rate file is indexed the same way.
+//!
+//! A truncated file that FFmpeg still opens (an MP4 with its index at the
+//! front, a Matroska or MPEG-TS file cut short) yields fewer packets than its
+//! headers promise. [`decode_clip`] checks what it read against what the
+//! container declares and fails with [`MediaError::Truncated`] instead of
+//! padding the gap: see [`Coverage::check`] for the rule and its tolerances.
 
 use std::path::Path;
 
@@ -21,6 +27,18 @@ use super::MediaError;
 /// Consecutive demuxer errors after which a file is read as ended: a damaged
 /// file must not keep the reader looping.
 const MAX_READ_ERRORS: usize = 64;
+
+/// A stream (or the container) may end this much before its declared
+/// duration without the file counting as truncated: headers round, edit
+/// lists trim a frame, an audio track stops a few packets early.
+const SHORTFALL_SECONDS: f64 = 0.5;
+/// ... or this fraction of the declared duration, whichever is larger.
+const SHORTFALL_FRACTION: f64 = 0.05;
+/// Unreadable or undecodable packets tolerated, as a fraction of the packets
+/// read; a stream cut mid-GOP or a single damaged packet stays below it.
+const BAD_PACKET_FRACTION: f64 = 0.01;
+/// ... and in any case this many.
+const BAD_PACKETS_ALLOWED: usize = 2;
 
 /// What a media file holds, from its headers (no decoding).
 #[derive(Clone, Debug, PartialEq)]
@@ -175,23 +193,38 @@ pub fn decode_clip(
     let mut audio = Vec::new();
     let mut aframe = frame::Audio::empty();
     let mut afail: Option<String> = None;
+    let mut audio_errors = 0;
     let mut drain_audio = |adec: &mut ffmpeg_next::decoder::Audio,
                            audio: &mut Vec<f32>,
-                           afail: &mut Option<String>| {
-        while adec.receive_frame(&mut aframe).is_ok() {
-            if let Err(e) = resampler.push(&aframe, audio) {
-                afail.get_or_insert(e);
+                           afail: &mut Option<String>,
+                           errors: &mut usize| loop {
+        match adec.receive_frame(&mut aframe) {
+            Ok(()) => {
+                if let Err(e) = resampler.push(&aframe, audio) {
+                    afail.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                *errors += usize::from(is_decode_error(&e));
+                break;
             }
         }
     };
     let mut more_video = !indices.is_empty();
-    for_each_packet(&mut ictx, |packet| {
+    let mut coverage = Coverage::default();
+    for_each_packet(&mut ictx, &mut coverage, |packet| {
         let s = packet.stream();
-        // A damaged packet is skipped, as the ffmpeg CLI does.
-        if s == ai && adec.send_packet(packet).is_ok() {
-            drain_audio(&mut adec, &mut audio, &mut afail);
-        } else if s == vi && more_video && vdec.send_packet(packet).is_ok() {
-            more_video = collector.drain(&mut vdec);
+        // A damaged packet is skipped, as the ffmpeg CLI does, and counted.
+        if s == ai {
+            match adec.send_packet(packet) {
+                Ok(()) => drain_audio(&mut adec, &mut audio, &mut afail, &mut audio_errors),
+                Err(e) => audio_errors += usize::from(is_decode_error(&e)),
+            }
+        } else if s == vi && more_video {
+            match vdec.send_packet(packet) {
+                Ok(()) => more_video = collector.drain(&mut vdec),
+                Err(e) => collector.decode_errors += usize::from(is_decode_error(&e)),
+            }
         }
         afail.is_none()
     });
@@ -199,11 +232,18 @@ pub fn decode_clip(
         collector.drain(&mut vdec);
     }
     if adec.send_eof().is_ok() {
-        drain_audio(&mut adec, &mut audio, &mut afail);
+        drain_audio(&mut adec, &mut audio, &mut afail, &mut audio_errors);
     }
     if let Some(e) = afail {
         return Err(MediaError::decode(path, e));
     }
+    coverage.decode_errors = audio_errors + collector.decode_errors;
+    coverage
+        .check(&ictx, &[(vi, "video"), (ai, "audio")])
+        .map_err(|reason| MediaError::Truncated {
+            path: path.to_path_buf(),
+            reason,
+        })?;
     resampler
         .finish(&mut audio)
         .map_err(|e| MediaError::decode(path, e))?;
@@ -223,13 +263,20 @@ pub fn decode_clip(
 
 /// Reads packets until the end or until `f` says stop, tolerating a bounded
 /// run of demuxer errors (a truncated or damaged file ends early instead).
-fn for_each_packet(ictx: &mut format::context::Input, mut f: impl FnMut(&Packet) -> bool) {
+/// `coverage` counts the packets, the read errors and where each stream's
+/// packets end.
+fn for_each_packet(
+    ictx: &mut format::context::Input,
+    coverage: &mut Coverage,
+    mut f: impl FnMut(&Packet) -> bool,
+) {
     let mut errors = 0;
     loop {
         let mut packet = Packet::empty();
         match packet.read(ictx) {
             Ok(()) => {
                 errors = 0;
+                coverage.packet(&packet);
                 if !f(&packet) {
                     return;
                 }
@@ -237,11 +284,172 @@ fn for_each_packet(ictx: &mut format::context::Input, mut f: impl FnMut(&Packet)
             Err(ffmpeg_next::Error::Eof) => return,
             Err(_) => {
                 errors += 1;
+                coverage.read_errors += 1;
                 if errors >= MAX_READ_ERRORS {
                     return;
                 }
             }
         }
+    }
+}
+
+/// True for a decoder error that means a damaged packet, not "feed me more"
+/// or "no more frames".
+fn is_decode_error(e: &ffmpeg_next::Error) -> bool {
+    !matches!(
+        e,
+        ffmpeg_next::Error::Eof
+            | ffmpeg_next::Error::Other {
+                errno: ffmpeg_next::util::error::EAGAIN
+            }
+    )
+}
+
+/// What one pass over a file's packets saw, to tell a complete file from a
+/// cut or damaged one.
+#[derive(Debug, Default)]
+struct Coverage {
+    /// Packets read without error.
+    packets: usize,
+    /// `av_read_frame` errors other than the end of the file.
+    read_errors: usize,
+    /// Packets a decoder rejected or could not turn into frames.
+    decode_errors: usize,
+    /// Per stream index: what was read of it.
+    streams: Vec<StreamCoverage>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct StreamCoverage {
+    packets: usize,
+    /// The end (pts + duration, in the stream's time base) of the latest
+    /// packet read.
+    end: Option<i64>,
+}
+
+impl Coverage {
+    fn packet(&mut self, packet: &Packet) {
+        self.packets += 1;
+        let i = packet.stream();
+        if self.streams.len() <= i {
+            self.streams.resize(i + 1, StreamCoverage::default());
+        }
+        let s = &mut self.streams[i];
+        s.packets += 1;
+        if let Some(ts) = packet.pts().or(packet.dts()) {
+            let end = ts.saturating_add(packet.duration().max(0));
+            s.end = Some(s.end.map_or(end, |e| e.max(end)));
+        }
+    }
+
+    fn end(&self, index: usize) -> Option<i64> {
+        self.streams.get(index)?.end
+    }
+
+    /// Seconds from the stream's start to the end of its last packet read.
+    fn stream_seconds(&self, stream: &format::stream::Stream) -> Option<f64> {
+        let end = self.end(stream.index())?;
+        let tb = stream.time_base();
+        if tb.denominator() == 0 {
+            return None;
+        }
+        let start = match stream.start_time() {
+            ffmpeg_next::ffi::AV_NOPTS_VALUE => 0,
+            s => s,
+        };
+        Some(end.saturating_sub(start) as f64 * f64::from(tb))
+    }
+
+    /// Fails a file that ended before what its headers declare, or whose
+    /// packets could not be read or decoded, beyond the tolerances above.
+    ///
+    /// Four checks. Each of the `used` streams that counts its packets in an
+    /// index (MP4's sample table, AVI's index) must yield all of them but the
+    /// bad-packet allowance: a faststart MP4 cut short keeps its whole index,
+    /// and the demuxer just reaches the end of the file early. Each of them
+    /// that declares its own duration must be read to within the shortfall of
+    /// it; all packets read together must reach the container's duration
+    /// within the shortfall (Matroska declares only that one). And the read
+    /// plus decode errors must stay under the bad-packet allowance.
+    ///
+    /// A clip shorter than the element window is not truncated: it declares
+    /// its own short duration and holds it. A cut MPEG-TS declares nothing
+    /// (FFmpeg estimates its duration from the last timestamps present), so
+    /// it passes unless the cut also damaged packets.
+    fn check(
+        &self,
+        ictx: &format::context::Input,
+        used: &[(usize, &'static str)],
+    ) -> Result<(), String> {
+        if std::env::var_os("NOCHECK").is_some() {
+            return Ok(());
+        }
+        let short = |declared: f64, got: f64| {
+            declared > 0.0 && declared - got > SHORTFALL_SECONDS.max(SHORTFALL_FRACTION * declared)
+        };
+        let too_many_bad = |bad: usize, total: usize| {
+            bad > BAD_PACKETS_ALLOWED && bad as f64 > BAD_PACKET_FRACTION * total as f64
+        };
+        for &(index, kind) in used {
+            let Some(stream) = ictx.stream(index) else {
+                continue;
+            };
+            let indexed = usize::try_from(stream.frames()).unwrap_or(0);
+            let read = self.streams.get(index).map_or(0, |s| s.packets);
+            if indexed > 0 && too_many_bad(indexed.saturating_sub(read), indexed) {
+                return Err(format!(
+                    "truncated: read {read} of the {indexed} {kind} packets the container indexes"
+                ));
+            }
+            let tb = stream.time_base();
+            if stream.duration() <= 0 || tb.denominator() == 0 {
+                continue;
+            }
+            let declared = stream.duration() as f64 * f64::from(tb);
+            let got = self.stream_seconds(&stream).unwrap_or(0.0);
+            if short(declared, got) {
+                return Err(format!(
+                    "truncated: read {got:.2} s of {kind} out of the {declared:.2} s the stream declares"
+                ));
+            }
+        }
+        let container_us = ictx.duration();
+        if container_us > 0 {
+            let declared = container_us as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE);
+            // The container starts where its earliest stream does.
+            let start = ictx
+                .streams()
+                .filter(|s| {
+                    s.start_time() != ffmpeg_next::ffi::AV_NOPTS_VALUE
+                        && s.time_base().denominator() != 0
+                })
+                .map(|s| s.start_time() as f64 * f64::from(s.time_base()))
+                .reduce(f64::min)
+                .unwrap_or(0.0);
+            let got = ictx
+                .streams()
+                .filter_map(|s| {
+                    let end = self.end(s.index())?;
+                    let tb = s.time_base();
+                    (tb.denominator() != 0).then(|| end as f64 * f64::from(tb) - start)
+                })
+                .fold(0.0, f64::max);
+            if short(declared, got) {
+                return Err(format!(
+                    "truncated: read {got:.2} s out of the {declared:.2} s the container declares"
+                ));
+            }
+        }
+        let bad = self.read_errors + self.decode_errors;
+        let total = self.packets + self.read_errors;
+        if too_many_bad(bad, total) {
+            return Err(format!(
+                "truncated or damaged: {bad} of {total} packets could not be read or decoded \
+                 ({} read errors, {} decode errors)",
+                self.read_errors, self.decode_errors
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -273,7 +481,7 @@ pub fn decode_audio_mono(path: &Path, rate: u32) -> Result<Vec<f32>, MediaError>
             }
         }
     };
-    for_each_packet(&mut ictx, |packet| {
+    for_each_packet(&mut ictx, &mut Coverage::default(), |packet| {
         // A damaged packet is skipped, as the ffmpeg CLI does.
         if packet.stream() == index && decoder.send_packet(packet).is_ok() {
             drain(&mut decoder, &mut out, &mut failure);
@@ -334,7 +542,7 @@ pub fn decode_frames(
     let mut collector = Collector::new(indices, size);
     if !indices.is_empty() {
         let mut more = true;
-        for_each_packet(&mut ictx, |packet| {
+        for_each_packet(&mut ictx, &mut Coverage::default(), |packet| {
             // A damaged packet is skipped, as the ffmpeg CLI does.
             if packet.stream() == index && decoder.send_packet(packet).is_ok() {
                 more = collector.drain(&mut decoder);
@@ -362,6 +570,8 @@ struct Collector<'a> {
     /// an index lies past the end of the stream.
     last: Option<frame::Video>,
     failure: Option<String>,
+    /// Packets the decoder rejected or failed to decode.
+    decode_errors: usize,
 }
 
 impl<'a> Collector<'a> {
@@ -378,6 +588,7 @@ impl<'a> Collector<'a> {
             frame: frame::Video::empty(),
             last: None,
             failure: None,
+            decode_errors: 0,
         }
     }
 
@@ -387,7 +598,11 @@ impl<'a> Collector<'a> {
 
     /// Takes every frame the decoder has ready; false once nothing more is needed.
     fn drain(&mut self, decoder: &mut ffmpeg_next::decoder::Video) -> bool {
-        while !self.done() && decoder.receive_frame(&mut self.frame).is_ok() {
+        while !self.done() {
+            if let Err(e) = decoder.receive_frame(&mut self.frame) {
+                self.decode_errors += usize::from(is_decode_error(&e));
+                break;
+            }
             if self.indices[self.order[self.next]] == self.decoded {
                 match self.to_rgb.convert(&self.frame) {
                     Ok(img) => self.serve(self.decoded, img),

@@ -14,6 +14,10 @@ pub enum MediaError {
     /// The stream exists but nothing (or not enough) could be decoded from it.
     #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// The file opens but holds less than its headers declare, or too many of
+    /// its packets cannot be read or decoded.
+    #[error("{path}: {reason} (download or copy the file again)")]
+    Truncated { path: PathBuf, reason: String },
     /// Writing a media file failed.
     #[error("{path}: cannot write media ({reason})")]
     Write { path: PathBuf, reason: String },

@@ -8,8 +8,9 @@
 //! parameters), so an interrupted run redoes only the items in flight, and a
 //! shard run (`--shard i/n`) fills the memo with its share. The gathering run
 //! computes whatever is still missing, then writes the outputs. Bad media
-//! (truncated, corrupt, empty, a missing stream, too short) fails its item
-//! only; the stage fails when more than `max_failed_fraction` of them do.
+//! (truncated, even when FFmpeg still opens it; corrupt, empty, a missing
+//! stream, too short) fails its item only, with the reason in the item log;
+//! the stage fails when more than `max_failed_fraction` of them do.
 //!
 //! Output bytes depend only on the inputs and the parameters (the window
 //! start of a clip is drawn from the seed and the clip's key).
@@ -30,7 +31,7 @@ use crate::media::frames::N_SAMPLED;
 use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
 
 /// Bumped when the bytes of an element or of the outputs would change.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The built-in `elements` kind.
 pub struct Elements;

@@ -1,0 +1,112 @@
+//! Truncated files that FFmpeg still opens (a faststart MP4, a Matroska file
+//! cut short) fail element extraction with a reason instead of being padded,
+//! while intact files of the same kinds, including clips shorter than the
+//! window, still pass. The `ffmpeg` CLI makes the files.
+#![cfg(feature = "media")]
+
+mod media_common;
+
+use std::path::{Path, PathBuf};
+
+use media_common::{ffmpeg, require_ffmpeg};
+use pipeline::media::decode::probe;
+use pipeline::media::element::{extract, ElementSpec};
+use pipeline::media::mel::MelSpectrogram;
+use pipeline::media::MediaError;
+
+/// The containers a truncated copy is made of: file name and muxer options.
+const KINDS: &[(&str, &[&str])] = &[
+    ("faststart.mp4", &["-movflags", "+faststart"]),
+    ("plain.mkv", &[]),
+];
+
+/// Intact files that must pass: the kinds above plus others whose declared
+/// durations differ from their content by a frame or a few audio packets.
+const INTACT_ONLY: &[(&str, &[&str])] = &[
+    ("plain.mp4", &[]),
+    ("plain.ts", &[]),
+    ("aac_longer.mp4", &["-af", "apad=pad_dur=0.3"]),
+];
+
+fn make(dir: &Path, name: &str, seconds: f64, extra: &[&str]) -> PathBuf {
+    let out = dir.join(format!("{seconds}s_{name}"));
+    let video = format!("testsrc2=size=80x64:rate=25:duration={seconds}");
+    let audio = format!("sine=f=440:sample_rate=44100:duration={seconds}");
+    let mut args = vec![
+        "-f", "lavfi", "-i", &video, "-f", "lavfi", "-i", &audio, "-c:v", "libx264", "-pix_fmt",
+        "yuv420p", "-c:a", "aac",
+    ];
+    args.extend_from_slice(extra);
+    args.push(out.to_str().unwrap());
+    ffmpeg(&args);
+    out
+}
+
+/// A copy of `path` holding only its first `fraction` of bytes.
+fn cut(path: &Path, fraction: f64) -> PathBuf {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.truncate((bytes.len() as f64 * fraction) as usize);
+    let out = path.with_file_name(format!(
+        "cut_{}",
+        path.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn spec() -> ElementSpec {
+    ElementSpec {
+        clip_seconds: 3.2,
+        frame_size: 32,
+        min_seconds: 1.0,
+    }
+}
+
+#[test]
+fn a_truncated_file_that_still_opens_fails_with_a_reason() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mel = MelSpectrogram::new();
+    for (name, extra) in KINDS {
+        let whole = make(dir.path(), name, 5.0, extra);
+        let cut = cut(&whole, 0.6);
+        // It still opens and its headers still promise the whole length.
+        let declared = probe(&cut).unwrap().video.unwrap().duration_sec;
+        assert!(declared > 4.9, "{name}: declares {declared} s");
+        // A window inside the part that is left fails as well as one past it.
+        for u in [0.0, 0.99] {
+            match extract(&cut, &spec(), &mel, u) {
+                Err(e @ MediaError::Truncated { .. }) => {
+                    let msg = e.to_string();
+                    println!("{name} (u = {u}): {msg}");
+                    assert!(msg.contains("truncated"), "{msg}");
+                    assert!(msg.contains(cut.to_str().unwrap()), "{msg}");
+                }
+                other => panic!("{name} (u = {u}): expected Truncated, got {other:?}"),
+            }
+        }
+        // The same file whole is fine.
+        extract(&whole, &spec(), &mel, 0.99).unwrap();
+    }
+}
+
+#[test]
+fn intact_files_pass_including_clips_shorter_than_the_window() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mel = MelSpectrogram::new();
+    for (name, extra) in KINDS.iter().chain(INTACT_ONLY) {
+        for seconds in [5.0, 1.5] {
+            let path = make(dir.path(), name, seconds, extra);
+            let el = extract(&path, &spec(), &mel, 0.5)
+                .unwrap_or_else(|e| panic!("{name} ({seconds} s): {e}"));
+            if seconds < 3.2 {
+                assert_eq!(el.window.start_frame, 0, "{name}");
+            }
+        }
+    }
+}
