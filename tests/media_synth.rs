@@ -11,7 +11,7 @@ use pipeline::stages::corpus::scan;
 use pipeline::stages::{lookup, StageContext};
 use serde_json::json;
 
-fn run_synth(ws: &Path, params: &serde_json::Value) -> (PathBuf, PathBuf) {
+fn run_synth(ws: &Path, params: &serde_json::Value, threads: usize) -> (PathBuf, PathBuf) {
     let fake = ws.join("FakeAVCeleb");
     let vox = ws.join("vox2");
     let inputs = BTreeMap::new();
@@ -31,7 +31,7 @@ fn run_synth(ws: &Path, params: &serde_json::Value) -> (PathBuf, PathBuf) {
         step_dir: &step,
         items_dir: &items,
         shard: None,
-        threads: 2,
+        threads,
     };
     lookup("synth").unwrap().run(&ctx).unwrap();
     (fake, vox)
@@ -127,7 +127,7 @@ fn sync(path: &Path) -> f64 {
 #[test]
 fn the_corpus_is_fakeavceleb_shaped_decodes_and_is_deterministic() {
     let ws = tempfile::tempdir().unwrap();
-    let (fake, vox) = run_synth(ws.path(), &params());
+    let (fake, vox) = run_synth(ws.path(), &params(), 2);
     let videos = scan(&fake).unwrap();
     assert_eq!(videos.len(), 24);
     assert!(videos.iter().any(
@@ -156,15 +156,42 @@ fn the_corpus_is_fakeavceleb_shaped_decodes_and_is_deterministic() {
         .all(|k| k.starts_with("id00") && k.ends_with(".wav") && k.split('/').count() == 3));
     // The same seed gives the same bytes.
     let again = tempfile::tempdir().unwrap();
-    let (fake2, vox2) = run_synth(again.path(), &params());
+    let (fake2, vox2) = run_synth(again.path(), &params(), 2);
     assert!(tree(&fake) == tree(&fake2), "synth is not deterministic");
     assert!(refs == tree(&vox2));
+}
+
+/// The same bytes whatever the number of threads: a step gets as many as its
+/// executor grants (-j locally, the cpus of a Slurm job). With the demo's
+/// seed and sizes, libx264 once wrote one video differently on 1 thread than
+/// on 2, when a worker thread encoded several videos in turn.
+#[test]
+fn the_corpus_does_not_depend_on_the_thread_count() {
+    let mut p: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/synth.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    p["identities"] = 4.into();
+    let one = tempfile::tempdir().unwrap();
+    let two = tempfile::tempdir().unwrap();
+    let (a, _) = run_synth(one.path(), &p, 1);
+    let (b, _) = run_synth(two.path(), &p, 2);
+    let (a, b) = (tree(&a), tree(&b));
+    assert_eq!(a.len(), 17, "16 videos and meta_data.csv");
+    let differ: Vec<&String> = a.keys().filter(|k| a.get(*k) != b.get(*k)).collect();
+    assert!(
+        differ.is_empty(),
+        "synth on 1 thread differs from 2 threads: {differ:?}"
+    );
 }
 
 #[test]
 fn rvra_mouths_follow_the_speech_and_fvra_mouths_do_not() {
     let ws = tempfile::tempdir().unwrap();
-    let (fake, _) = run_synth(ws.path(), &params());
+    let (fake, _) = run_synth(ws.path(), &params(), 2);
     let videos = scan(&fake).unwrap();
     let mut real = Vec::new();
     let mut reenacted = Vec::new();

@@ -27,7 +27,9 @@ use super::{Stage, StageContext};
 use crate::media::encode::{write_mp4, VideoSpec};
 use crate::media::wav::write_pcm16;
 
-const VERSION: u32 = 1;
+/// 2: each video is encoded on a thread of its own (output no longer depends
+/// on the number of worker threads).
+const VERSION: u32 = 2;
 
 /// The built-in `synth` kind.
 pub struct Synth;
@@ -178,7 +180,17 @@ pub fn generate(p: &Params, fakeavceleb: &Path, vox2: &Path) -> Result<()> {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let key = format!("{}/{}/{}/{}/{name}", c.dir(), who.race, who.gender, who.id);
-            video(p, who, *c, &key, &dir.join(name))
+            let path = dir.join(name);
+            // Each video is encoded on a fresh thread: when one worker thread
+            // encoded several videos in turn, libx264 sometimes wrote a video
+            // differently than after another history (seen with 1 thread vs
+            // 2), so the corpus depended on the thread count. A thread per
+            // video costs microseconds against an encode of a second or more.
+            std::thread::scope(|s| {
+                s.spawn(|| video(p, who, *c, &key, &path))
+                    .join()
+                    .unwrap_or_else(|_| bail!("encoding {key} panicked"))
+            })
         })
         .collect::<Result<()>>()?;
     let mut csv = String::from("source,target1,target2,method,category,type,race,gender,path,\n");
