@@ -2,7 +2,9 @@
 # A private one-node Slurm cluster for the tests: `up` starts munged (if not
 # running), slurmctld and slurmd with a configuration in $SLURM_DIR (default
 # /tmp/pipeline-slurm) and prints `export SLURM_CONF=...`; `down` stops, by pid,
-# exactly what `up` started. Nothing under /etc/slurm is touched.
+# exactly what `up` started. Nothing under /etc/slurm is touched. A job in the
+# `urgent` partition preempts (cancels, state PREEMPTED) jobs of the default
+# `debug` partition that hold the CPUs it needs, as on a shared cluster.
 set -euo pipefail
 DIR="${SLURM_DIR:-/tmp/pipeline-slurm}"
 CONF="$DIR/slurm.conf"
@@ -37,8 +39,11 @@ SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmUser=root
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
 NodeName=localhost CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=localhost MaxTime=INFINITE State=UP PriorityTier=10
 CONF
   export SLURM_CONF="$CONF"
   if ! pgrep -x munged >/dev/null; then

@@ -51,21 +51,26 @@ fn spawn_slurm_run(ws: &Ws) -> std::process::Child {
         .unwrap()
 }
 
-fn squeue_by_name(name: &str) -> Vec<(String, String)> {
+/// The jobs named `name` that ran in `ws` (finished ones included, while
+/// Slurm still lists them), as (job id, state). Filtering on the working
+/// folder keeps jobs of earlier runs against the same cluster out.
+fn squeue_by_name(ws: &Ws, name: &str) -> Vec<(String, String)> {
     let o = Command::new("squeue")
         .args([
             "--noheader",
             "--states=all",
-            "--format=%i|%T",
+            "--format=%i|%T|%Z",
             &format!("--name={name}"),
         ])
         .output()
         .unwrap();
+    let root = std::fs::canonicalize(ws.path(".")).unwrap();
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| {
-            l.split_once('|')
-                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+            let mut f = l.split('|').map(str::trim);
+            let (id, st, dir) = (f.next()?, f.next()?, f.next()?);
+            (std::fs::canonicalize(dir).ok()? == root).then(|| (id.to_string(), st.to_string()))
         })
         .collect()
 }
@@ -215,26 +220,181 @@ fn a_requeued_job_is_followed_to_its_end() {
     let ws = slurm_ws(
         "stages:\n  twice:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 60; echo first > out.txt; fi\n    outs: [out.txt]\n",
     );
-    let mut head = spawn_slurm_run(&ws);
+    let head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_until("the first attempt to start", 60, || {
         ws.path("attempt").exists()
     });
-    let jobs = squeue_by_name("pipeline.twice.1");
+    let jobs = squeue_by_name(&ws, "pipeline.twice.1");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let st = Command::new("scontrol")
         .args(["requeue", &jobs[0].0])
         .status()
         .unwrap();
     assert!(st.success());
-    assert!(head.wait().unwrap().success());
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("Slurm requeued job {}", jobs[0].0)),
+        "{err}"
+    );
     assert_eq!(ws.read("out.txt"), "second\n");
     let v = ws.status_json();
     assert_eq!(v["stages"][0]["last_step"]["status"], "succeeded");
+    assert_eq!(v["stages"][0]["last_step"]["attempts"], 2);
     assert_eq!(
         v["stages"][0]["last_step"]["slurm_job_id"],
         jobs[0].0.as_str(),
         "the same job, requeued by Slurm"
     );
+}
+
+#[test]
+fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let _turn = take_turn();
+    // The step holds every CPU of the node; a job of the `urgent` partition
+    // (higher priority tier, PreemptMode=CANCEL) preempts it.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ws = slurm_ws(&format!(
+        "stages:\n  hog:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 120; echo first > out.txt; fi\n    outs: [out.txt]\n    resources: {{cpus: {cpus}}}\n"
+    ));
+    let head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the first attempt to start", 60, || {
+        ws.path("attempt").exists()
+    });
+    let first = squeue_by_name(&ws, "pipeline.hog.1");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let urgent = Command::new("sbatch")
+        .args([
+            "--parsable",
+            "--partition=urgent",
+            "--job-name=pipeline-test-urgent",
+            &format!("--cpus-per-task={cpus}"),
+            "--mem=64M",
+            "--output=/dev/null",
+            "--wrap=sleep 2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        urgent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&urgent.stderr)
+    );
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("ended PREEMPTED; resubmitted as job"), "{err}");
+    assert_eq!(ws.read("out.txt"), "second\n");
+    let step = &ws.status_json()["stages"][0]["last_step"];
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert_eq!(step["attempts"], 2, "{step}");
+    assert_ne!(
+        step["slurm_job_id"],
+        first[0].0.as_str(),
+        "a new job: {step}"
+    );
+    let states: Vec<(String, String)> = squeue_by_name(&ws, "pipeline.hog.1");
+    assert!(
+        states
+            .iter()
+            .any(|(id, st)| *id == first[0].0 && st == "PREEMPTED"),
+        "{states:?}"
+    );
+}
+
+/// Brings the test cluster's node back, however the test using it ends.
+struct ResumeNode;
+
+impl Drop for ResumeNode {
+    fn drop(&mut self) {
+        let _ = Command::new("scontrol")
+            .args(["update", "nodename=localhost", "state=resume"])
+            .status();
+    }
+}
+
+fn node_state() -> String {
+    let o = Command::new("sinfo")
+        .args(["-h", "-n", "localhost", "-o", "%T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn a_job_on_a_failed_node_runs_again_and_the_step_succeeds() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let _turn = take_turn();
+    let ws = slurm_ws(
+        "stages:\n  fragile:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 120; echo first > out.txt; fi\n    outs: [out.txt]\n",
+    );
+    let head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the first attempt to start", 60, || {
+        ws.path("attempt").exists()
+    });
+    let first = squeue_by_name(&ws, "pipeline.fragile.1");
+    assert_eq!(first.len(), 1, "{first:?}");
+    // The node fails under the running job (as a node the controller loses
+    // does), then comes back.
+    let resume = ResumeNode;
+    let st = Command::new("scontrol")
+        .args([
+            "update",
+            "nodename=localhost",
+            "state=down",
+            "reason=pipeline-test-node-failure",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_until("the job to leave the failed node", 60, || {
+        squeue_by_name(&ws, "pipeline.fragile.1")
+            .iter()
+            .all(|(_, st)| st != "RUNNING")
+    });
+    drop(resume);
+    wait_until("the node to come back", 60, || {
+        matches!(node_state().as_str(), "idle" | "mixed" | "allocated")
+    });
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(ws.read("out.txt"), "second\n");
+    // Slurm requeues a batch job whose node failed (JobRequeue=1, the
+    // default): the head follows the same job to its second start. Where a
+    // site sets JobRequeue=0 the job ends NODE_FAIL and the head resubmits.
+    assert!(
+        err.contains(&format!("Slurm requeued job {}", first[0].0))
+            || err.contains("ended NODE_FAIL; resubmitted as job"),
+        "{err}"
+    );
+    let step = &ws.status_json()["stages"][0]["last_step"];
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert_eq!(step["attempts"], 2, "{step}");
 }
 
 #[test]
@@ -255,7 +415,7 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
         .unwrap()
         .to_string();
     wait_until("the job to be cancelled", 30, || {
-        squeue_by_name("pipeline.long.1")
+        squeue_by_name(&ws, "pipeline.long.1")
             .iter()
             .all(|(id, st)| *id != job || st == "CANCELLED")
     });
@@ -281,7 +441,7 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
         "nothing was submitted again: {out}"
     );
     assert_eq!(ws.read("mid.txt"), "done\n");
-    let jobs = squeue_by_name("pipeline.mid.1");
+    let jobs = squeue_by_name(&ws, "pipeline.mid.1");
     assert_eq!(jobs.len(), 1, "submitted exactly once: {jobs:?}");
     assert_eq!(
         ws.status_json()["stages"][0]["last_step"]["status"],
@@ -321,7 +481,7 @@ fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
         "{out}"
     );
     assert_eq!(ws.read("parts.txt"), local.read("parts.txt"));
-    let tasks = squeue_by_name("pipeline.parts.1");
+    let tasks = squeue_by_name(&ws, "pipeline.parts.1");
     assert_eq!(tasks.len(), 8, "one array of 8 tasks: {tasks:?}");
     let base: std::collections::BTreeSet<&str> = tasks
         .iter()

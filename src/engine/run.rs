@@ -165,6 +165,8 @@ pub struct Reattach {
     pub step: StepId,
     pub stage: String,
     pub job: String,
+    /// Attempts recorded so far (resubmissions and requeues).
+    pub attempts: u32,
 }
 
 /// Finishes what a previous head process left: ingests result files of jobs
@@ -204,6 +206,7 @@ pub async fn recover(
                     step: s.id,
                     stage: s.stage.clone(),
                     job: job.clone(),
+                    attempts: u32::try_from(s.attempts).unwrap_or(1).max(1),
                 });
                 continue;
             }
@@ -466,7 +469,7 @@ pub async fn run(
                         .ok()
                         .and_then(|j| j.shards),
                     state: None,
-                    attempts: 1,
+                    attempts: r.attempts,
                     ended_at: None,
                 },
                 started: Instant::now(),
@@ -852,6 +855,21 @@ async fn poll_slurm(
         if now != *state {
             if let Some(st) = &now {
                 ws.store.set_slurm_state(r.step, &st.name()).await?;
+            }
+            // Only a requeue (scontrol requeue, a node failure or preemption
+            // with requeue) sends a job that ran back to the queue: the same
+            // job id starts again, so it is followed and counted as an attempt.
+            if let (Some(before), Some(JobState::Pending | JobState::Requeued)) = (&*state, &now) {
+                if !matches!(before, JobState::Pending | JobState::Requeued) {
+                    *attempts += 1;
+                    ws.store.set_attempts(r.step, *attempts).await?;
+                    rep.event(Event::Message(format!(
+                        "{}: Slurm requeued job {job} (it was {}); following it (attempt {})",
+                        r.name,
+                        before.name(),
+                        *attempts
+                    )));
+                }
             }
             *state = now.clone();
         }

@@ -299,3 +299,30 @@ pub fn params_with_prefix(
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resumed run compares later epochs against the best metric read back
+    /// from `state.json`: one ulp off there turns a tie into an improvement
+    /// and changes which weights are kept. These values do not survive
+    /// serde_json's default (fast, inexact) float parsing.
+    #[test]
+    fn the_train_state_reads_back_bit_for_bit() {
+        let values = [
+            0.9883853299755387,
+            0.22981246145434542,
+            0.018231867957088754,
+        ];
+        for v in values {
+            let state = TrainState {
+                best_metric: Some(v),
+                ..Default::default()
+            };
+            let back: TrainState =
+                serde_json::from_slice(&serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+            assert_eq!(back.best_metric.unwrap().to_bits(), v.to_bits(), "{v}");
+        }
+    }
+}
