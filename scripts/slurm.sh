@@ -4,7 +4,9 @@
 # /tmp/pipeline-slurm) and prints `export SLURM_CONF=...`; `down` stops, by pid,
 # exactly what `up` started. Nothing under /etc/slurm is touched. A job in the
 # `urgent` partition preempts (cancels, state PREEMPTED) jobs of the default
-# `debug` partition that hold the CPUs it needs, as on a shared cluster.
+# `debug` partition that hold the CPUs it needs, as on a shared cluster. A job
+# whose processes exceed its --mem is killed (OverMemoryKill, polled each second),
+# as sites without cgroup memory limits do it.
 set -euo pipefail
 DIR="${SLURM_DIR:-/tmp/pipeline-slurm}"
 CONF="$DIR/slurm.conf"
@@ -28,7 +30,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 ReturnToService=2
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=1
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 MinJobAge=300
 SchedulerParameters=sched_interval=1

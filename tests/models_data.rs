@@ -125,3 +125,48 @@ fn stage1_pairs_each_fake_with_a_real_of_its_identity() {
         stage1_pairs(&set, Split::Train, &[Category::Rvfa], 2, 5, 1, true)
     );
 }
+
+/// The synthetic set is a function of its spec alone: libtorch's global
+/// generator, drawn from by another thread meanwhile (as concurrent tests
+/// do), does not change a byte.
+#[test]
+fn synthetic_elements_ignore_other_threads_draws() {
+    let spec = SyntheticSpec {
+        identities: 3,
+        val_identities: 1,
+        categories: vec![Category::Rvra, Category::Fvfa],
+        clips_each: 2,
+        frame_size: 16,
+        clips_per_shard: 4,
+        seed: 9,
+    };
+    let quiet = tempfile::tempdir().unwrap();
+    write_elements(quiet.path(), &spec).unwrap();
+    let busy = tempfile::tempdir().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drawer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tch::manual_seed(1);
+                let _ = tch::Tensor::randn([64, 64], (tch::Kind::Float, tch::Device::Cpu));
+            }
+        })
+    };
+    write_elements(busy.path(), &spec).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drawer.join().unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(quiet.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    for n in names {
+        assert_eq!(
+            std::fs::read(quiet.path().join(&n)).unwrap(),
+            std::fs::read(busy.path().join(&n)).unwrap(),
+            "{n:?}"
+        );
+    }
+}

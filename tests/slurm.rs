@@ -318,6 +318,31 @@ fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
     );
 }
 
+#[test]
+fn a_job_killed_for_its_memory_is_recorded_as_out_of_memory() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let _turn = take_turn();
+    // dd holds a 1 GiB buffer; the job asked for 300 MB. The test cluster
+    // kills it as sites without cgroup limits do (OverMemoryKill): the job
+    // ends FAILED and only its log says why.
+    let ws = slurm_ws(
+        "stages:\n  greedy:\n    cmd: dd if=/dev/zero of=/dev/null bs=1G count=200 && touch big.txt\n    outs: [big.txt]\n    resources: {mem: 300M}\n",
+    );
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_ne!(code, 0, "{out}");
+    let step = &ws.status_json()["stages"][0]["last_step"];
+    assert_eq!(step["status"], "failed", "{step}");
+    assert_eq!(step["slurm_state"], "OUT_OF_MEMORY", "{step}");
+    let error = step["error"].as_str().unwrap();
+    assert!(error.contains("ran out of memory"), "{error}");
+    assert!(error.contains("resources: mem"), "{error}");
+    assert!(!ws.path("big.txt").exists());
+    let (_, status, _) = ws.run(&["status"]);
+    assert!(status.contains("OUT_OF_MEMORY"), "{status}");
+}
+
 /// Brings the test cluster's node back, however the test using it ends.
 struct ResumeNode;
 

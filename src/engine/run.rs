@@ -14,7 +14,7 @@ use super::plan::{Evaluation, Planner, Reason, Verdict};
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction, JobOutput, JobSpec};
 use crate::exec::local::{local_gpus, signal_group, LocalExecutor, Slots};
-use crate::exec::slurm::{ClusterConfig, JobState, Slurm, Submission};
+use crate::exec::slurm::{memory_kill_line, ClusterConfig, JobState, Slurm, Submission};
 use crate::hash::statcache;
 use crate::store::{ArtifactVersion, NewRun, NewStep, RunStatus, StepEnd, StepId, StepStatus};
 use crate::util::{now_ms, process_alive, process_start};
@@ -901,10 +901,20 @@ async fn poll_slurm(
                 .as_ref()
                 .map(JobState::name)
                 .unwrap_or_else(|| "gone from the queue".into());
+            let oom = memory_kill_line(&dir, job);
+            if oom.is_some() {
+                ws.store
+                    .set_slurm_state(r.step, &JobState::OutOfMemory.name())
+                    .await?;
+            }
             let why = format!(
-                "Slurm array job {job} ended {shown}: {} of {n} shards failed, {missing} wrote no result{}",
+                "Slurm array job {job} ended {shown}: {} of {n} shards failed, {missing} wrote no result{}{}",
                 failed.len(),
-                if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) }
+                if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) },
+                oom.map(|l| format!(
+                    "; a task ran out of memory (OUT_OF_MEMORY; raise the stage's `resources: mem`): {l}"
+                ))
+                .unwrap_or_default()
             );
             fail_step(ws, r.step, &why).await?;
             out.push((r.step, Settled::Finished(StepStatus::Failed)));
@@ -956,17 +966,35 @@ async fn poll_slurm(
         if !failed_state && waited < wait {
             continue;
         }
-        let why = match now {
-            Some(JobState::Timeout) => format!("Slurm job {job} hit its time limit (TIMEOUT)"),
-            Some(JobState::OutOfMemory) => {
-                format!("Slurm job {job} ran out of memory (OUT_OF_MEMORY)")
+        let oom_line = match now {
+            Some(JobState::Failed | JobState::Cancelled) => memory_kill_line(&dir, job),
+            _ => None,
+        };
+        if oom_line.is_some() {
+            ws.store
+                .set_slurm_state(r.step, &JobState::OutOfMemory.name())
+                .await?;
+        }
+        let why = match (now, oom_line) {
+            (_, Some(line)) => format!(
+                "Slurm job {job} ran out of memory (OUT_OF_MEMORY: Slurm killed it for \
+                 exceeding its memory request; raise the stage's `resources: mem`): {line}"
+            ),
+            (Some(JobState::Timeout), _) => {
+                format!("Slurm job {job} hit its time limit (TIMEOUT)")
             }
-            Some(JobState::Completed) => format!(
+            (Some(JobState::OutOfMemory), _) => format!(
+                "Slurm job {job} ran out of memory (OUT_OF_MEMORY; raise the stage's \
+                 `resources: mem`)"
+            ),
+            (Some(JobState::Completed), _) => format!(
                 "Slurm job {job} COMPLETED but wrote no result file within {:.0} s",
                 wait.as_secs_f64()
             ),
-            None => format!("Slurm job {job} left the queue without a result file (state unknown)"),
-            Some(st) => format!("Slurm job {job} ended {}", st.name()),
+            (None, _) => {
+                format!("Slurm job {job} left the queue without a result file (state unknown)")
+            }
+            (Some(st), _) => format!("Slurm job {job} ended {}", st.name()),
         };
         fail_step(ws, r.step, &why).await?;
         out.push((r.step, Settled::Finished(StepStatus::Failed)));

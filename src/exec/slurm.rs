@@ -417,8 +417,62 @@ fn worst(v: Vec<JobState>) -> JobState {
         .unwrap_or(JobState::Completed)
 }
 
+/// The line in a job's log (`log`, or `log.N` of an array's tasks, in
+/// `step_dir`) where Slurm says it killed job `job` for its memory: sites that
+/// enforce `--mem` by polling (`JobAcctGatherParams=OverMemoryKill`) end such a
+/// job FAILED or CANCELLED, not OUT_OF_MEMORY, and say so only there. Lines of
+/// other jobs (earlier attempts append to the same log) do not count.
+pub fn memory_kill_line(step_dir: &Path, job: &str) -> Option<String> {
+    let logs = std::fs::read_dir(step_dir).ok()?.filter_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name().into_string().ok()?;
+        (name == "log" || name.starts_with("log.")).then(|| e.path())
+    });
+    let ours = [format!("StepId={job}."), format!("StepId={job}_")];
+    for log in logs {
+        let Ok(text) = std::fs::read(&log) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let hit = text.lines().find(|l| {
+            let l_low = l.to_ascii_lowercase();
+            (l_low.contains("exceeded memory limit") || l_low.contains("oom_kill event"))
+                && ours.iter().any(|o| l.contains(o.as_str()))
+        });
+        if let Some(l) = hit {
+            return Some(l.trim().to_string());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_memory_kill_is_found_in_the_jobs_own_log_lines() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("log"),
+            "slurmstepd-n1: error: StepId=41.batch exceeded memory limit (434532352 > 104857600), being killed\n\
+             training...\n",
+        )
+        .unwrap();
+        // An earlier attempt's kill does not make job 42 an OOM.
+        assert_eq!(memory_kill_line(d.path(), "42"), None);
+        assert!(memory_kill_line(d.path(), "41")
+            .unwrap()
+            .contains("exceeded memory limit"));
+        // cgroup enforcement's wording, in an array task's log.
+        std::fs::write(
+            d.path().join("log.3"),
+            "slurmstepd: error: Detected 1 oom_kill event in StepId=77_3.batch. \
+             Some of the step tasks have been OOM Killed.\n",
+        )
+        .unwrap();
+        assert!(memory_kill_line(d.path(), "77").is_some());
+        assert_eq!(memory_kill_line(d.path(), "7"), None);
+    }
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::category::Category;
 use super::data::{MEL_BINS, MEL_FRAMES, N_FRAMES};
+use super::rng::SplitMix64;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -26,10 +27,29 @@ pub struct SyntheticSpec {
     pub seed: i64,
 }
 
-/// Writes the element folder `dir`.
+/// `n` draws of a standard normal (Box-Muller) from `rng`.
+fn normal(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u = 1.0 - rng.next_f64();
+            let v = rng.next_f64();
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
+}
+
+/// `n` uniform draws in [0, 1) from `rng`.
+fn uniform(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.next_f64() as f32).collect()
+}
+
+/// Writes the element folder `dir`. The data are a pure function of the
+/// spec: drawn from a generator of their own, never from libtorch's global
+/// one, so tests writing element sets on several threads at once each get
+/// exactly their own data.
 pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    tch::manual_seed(spec.seed);
+    let mut rng = SplitMix64::new(&[spec.seed as u64, 0x5e1e_4e47]);
     let mut records = Vec::new();
     for id in 0..spec.identities {
         for &cat in &spec.categories {
@@ -47,8 +67,13 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
         let mut frames = Vec::new();
         for (index, (key, id, cat)) in chunk.iter().enumerate() {
             let opts = (Kind::Float, Device::Cpu);
-            let mel = Tensor::randn([MEL_BINS, MEL_FRAMES], opts);
-            let video = Tensor::rand([N_FRAMES, s, s, 3], opts) * 0.3 + 0.2 + (*id as f64 * 0.03);
+            let mel = Tensor::from_slice(&normal(&mut rng, (MEL_BINS * MEL_FRAMES) as usize))
+                .view([MEL_BINS, MEL_FRAMES]);
+            let video = Tensor::from_slice(&uniform(&mut rng, (N_FRAMES * s * s * 3) as usize))
+                .view([N_FRAMES, s, s, 3])
+                * 0.3
+                + 0.2
+                + (*id as f64 * 0.03);
             let audio_fake = matches!(
                 cat,
                 Category::Rvfa | Category::Fvfa | Category::RvfaVc | Category::RvfaSvc
