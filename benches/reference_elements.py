@@ -1,6 +1,6 @@
 """Element extraction the reference's way, in Python, for comparison with
 `pipeline bench elements` on the same clips (it leaves them under
-target/bench-elements/WxH-5.0s/).
+target/bench-elements/WxH-5s/).
 
 Per clip, as ELEMENTS.md specifies: decode the audio (PyAV), mean of channels,
 resample to 16 kHz (torchaudio), the 3.2 s window, torchaudio's
@@ -13,7 +13,7 @@ with workers would do.
 
 Needs, in the project's torch venv: pip install torchaudio==2.11.0 av numpy
 Usage:
-    python benches/reference_elements.py target/bench-elements/224x224-5.0s --workers 2
+    python benches/reference_elements.py target/bench-elements/224x224-5s --workers 2
 """
 import argparse, glob, math, os, time
 from multiprocessing import Pool

@@ -175,9 +175,10 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
         }
     }
     println!(
-        "reference (torchaudio + Python video reader): not measured by this command; \
-         run the reference preprocessing on the same clips under {}",
-        args.dir.display()
+        "reference (torchaudio + PyAV): python benches/reference_elements.py {}/<size>-{}s \
+         --workers {threads} on the same clips",
+        args.dir.display(),
+        args.seconds
     );
     Ok(())
 }
