@@ -86,6 +86,49 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A stage `name` whose command waits on its first attempt and writes
+/// "second" on its second, run through Slurm by a head whose stderr is kept;
+/// returns once the first attempt runs, with its (job id, state).
+struct TwoAttempts {
+    ws: Ws,
+    head: std::process::Child,
+    first: (String, String),
+}
+
+impl TwoAttempts {
+    fn start(name: &str, wait_s: u32, resources: &str) -> Self {
+        let ws = slurm_ws(&format!(
+            "stages:\n  {name}:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep {wait_s}; echo first > out.txt; fi\n    outs: [out.txt]\n{resources}"
+        ));
+        let head = ws
+            .cmd()
+            .args(["run", "--executor", "slurm", "--cluster"])
+            .arg(ws.path("cluster.yaml"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the first attempt to start", 60, || {
+            ws.path("attempt").exists()
+        });
+        let jobs = squeue_by_name(&ws, &format!("pipeline.{name}.1"));
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        let first = jobs.into_iter().next().unwrap();
+        Self { ws, head, first }
+    }
+
+    /// Waits for the head: it must succeed with the second attempt's output.
+    /// Returns its stderr and the step's record.
+    fn finish(self) -> (Ws, String, serde_json::Value) {
+        let out = self.head.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert_eq!(self.ws.read("out.txt"), "second\n");
+        let step = self.ws.status_json()["stages"][0]["last_step"].clone();
+        assert_eq!(step["status"], "succeeded", "{step}");
+        (self.ws, err, step)
+    }
+}
+
 #[test]
 fn command_stages_run_through_sbatch_and_record_their_jobs() {
     if !common::slurm_cluster() {
@@ -217,40 +260,19 @@ fn a_requeued_job_is_followed_to_its_end() {
         return;
     }
     let _turn = take_turn();
-    let ws = slurm_ws(
-        "stages:\n  twice:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 60; echo first > out.txt; fi\n    outs: [out.txt]\n",
-    );
-    let head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the first attempt to start", 60, || {
-        ws.path("attempt").exists()
-    });
-    let jobs = squeue_by_name(&ws, "pipeline.twice.1");
-    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let run = TwoAttempts::start("twice", 60, "");
+    let job = run.first.0.clone();
     let st = Command::new("scontrol")
-        .args(["requeue", &jobs[0].0])
+        .args(["requeue", &job])
         .status()
         .unwrap();
     assert!(st.success());
-    let out = head.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains(&format!("Slurm requeued job {}", jobs[0].0)),
-        "{err}"
-    );
-    assert_eq!(ws.read("out.txt"), "second\n");
-    let v = ws.status_json();
-    assert_eq!(v["stages"][0]["last_step"]["status"], "succeeded");
-    assert_eq!(v["stages"][0]["last_step"]["attempts"], 2);
+    let (_ws, err, step) = run.finish();
+    assert!(err.contains(&format!("Slurm requeued job {job}")), "{err}");
+    assert_eq!(step["attempts"], 2, "{step}");
     assert_eq!(
-        v["stages"][0]["last_step"]["slurm_job_id"],
-        jobs[0].0.as_str(),
+        step["slurm_job_id"],
+        job.as_str(),
         "the same job, requeued by Slurm"
     );
 }
@@ -264,21 +286,8 @@ fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
     // The step holds every CPU of the node; a job of the `urgent` partition
     // (higher priority tier, PreemptMode=CANCEL) preempts it.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ws = slurm_ws(&format!(
-        "stages:\n  hog:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 120; echo first > out.txt; fi\n    outs: [out.txt]\n    resources: {{cpus: {cpus}}}\n"
-    ));
-    let head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the first attempt to start", 60, || {
-        ws.path("attempt").exists()
-    });
-    let first = squeue_by_name(&ws, "pipeline.hog.1");
-    assert_eq!(first.len(), 1, "{first:?}");
+    let run = TwoAttempts::start("hog", 120, &format!("    resources: {{cpus: {cpus}}}\n"));
+    let first = run.first.0.clone();
     let urgent = Command::new("sbatch")
         .args([
             "--parsable",
@@ -296,24 +305,15 @@ fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
         "{}",
         String::from_utf8_lossy(&urgent.stderr)
     );
-    let out = head.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (ws, err, step) = run.finish();
     assert!(err.contains("ended PREEMPTED; resubmitted as job"), "{err}");
-    assert_eq!(ws.read("out.txt"), "second\n");
-    let step = &ws.status_json()["stages"][0]["last_step"];
-    assert_eq!(step["status"], "succeeded", "{step}");
     assert_eq!(step["attempts"], 2, "{step}");
-    assert_ne!(
-        step["slurm_job_id"],
-        first[0].0.as_str(),
-        "a new job: {step}"
-    );
-    let states: Vec<(String, String)> = squeue_by_name(&ws, "pipeline.hog.1");
+    assert_ne!(step["slurm_job_id"], first.as_str(), "a new job: {step}");
+    let states = squeue_by_name(&ws, "pipeline.hog.1");
     assert!(
         states
             .iter()
-            .any(|(id, st)| *id == first[0].0 && st == "PREEMPTED"),
+            .any(|(id, st)| *id == first && st == "PREEMPTED"),
         "{states:?}"
     );
 }
@@ -368,21 +368,9 @@ fn a_job_on_a_failed_node_runs_again_and_the_step_succeeds() {
         return;
     }
     let _turn = take_turn();
-    let ws = slurm_ws(
-        "stages:\n  fragile:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep 120; echo first > out.txt; fi\n    outs: [out.txt]\n",
-    );
-    let head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the first attempt to start", 60, || {
-        ws.path("attempt").exists()
-    });
-    let first = squeue_by_name(&ws, "pipeline.fragile.1");
-    assert_eq!(first.len(), 1, "{first:?}");
+    let run = TwoAttempts::start("fragile", 120, "");
+    let first = run.first.0.clone();
+    let ws = &run.ws;
     // The node fails under the running job (as a node the controller loses
     // does), then comes back.
     let resume = ResumeNode;
@@ -397,7 +385,7 @@ fn a_job_on_a_failed_node_runs_again_and_the_step_succeeds() {
         .unwrap();
     assert!(st.success());
     wait_until("the job to leave the failed node", 60, || {
-        squeue_by_name(&ws, "pipeline.fragile.1")
+        squeue_by_name(ws, "pipeline.fragile.1")
             .iter()
             .all(|(_, st)| st != "RUNNING")
     });
@@ -405,20 +393,15 @@ fn a_job_on_a_failed_node_runs_again_and_the_step_succeeds() {
     wait_until("the node to come back", 60, || {
         matches!(node_state().as_str(), "idle" | "mixed" | "allocated")
     });
-    let out = head.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(ws.read("out.txt"), "second\n");
+    let (_ws, err, step) = run.finish();
     // Slurm requeues a batch job whose node failed (JobRequeue=1, the
     // default): the head follows the same job to its second start. Where a
     // site sets JobRequeue=0 the job ends NODE_FAIL and the head resubmits.
     assert!(
-        err.contains(&format!("Slurm requeued job {}", first[0].0))
+        err.contains(&format!("Slurm requeued job {first}"))
             || err.contains("ended NODE_FAIL; resubmitted as job"),
         "{err}"
     );
-    let step = &ws.status_json()["stages"][0]["last_step"];
-    assert_eq!(step["status"], "succeeded", "{step}");
     assert_eq!(step["attempts"], 2, "{step}");
 }
 
