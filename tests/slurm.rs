@@ -86,6 +86,15 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The Slurm state the head last recorded for the first stage's running step
+/// (SUBMITTED before its first poll).
+fn ws_state(ws: &Ws) -> serde_json::Value {
+    let v = ws.status_json();
+    let running = &v["stages"][0]["running"];
+    assert!(running.is_object(), "no running step: {v}");
+    running["slurm_state"].clone()
+}
+
 /// A stage `name` whose command waits on its first attempt and writes
 /// "second" on its second, run through Slurm by a head whose stderr is kept;
 /// returns once the first attempt runs, with its (job id, state).
@@ -96,10 +105,18 @@ struct TwoAttempts {
 }
 
 impl TwoAttempts {
-    fn start(name: &str, wait_s: u32, resources: &str) -> Self {
+    /// `first_poll_s`: how long the head waits before its first poll
+    /// (the test cluster's usual 0.3 s when `None`).
+    fn start(name: &str, wait_s: u32, resources: &str, first_poll_s: Option<f64>) -> Self {
         let ws = slurm_ws(&format!(
             "stages:\n  {name}:\n    cmd: if [ -f attempt ]; then echo second > out.txt; else touch attempt; sleep {wait_s}; echo first > out.txt; fi\n    outs: [out.txt]\n{resources}"
         ));
+        if let Some(p) = first_poll_s {
+            ws.write(
+                "cluster.yaml",
+                &format!("poll_min_s: {p}\npoll_max_s: {p}\nresult_wait_s: 5\nmax_retries: 1\n"),
+            );
+        }
         let head = ws
             .cmd()
             .args(["run", "--executor", "slurm", "--cluster"])
@@ -260,8 +277,12 @@ fn a_requeued_job_is_followed_to_its_end() {
         return;
     }
     let _turn = take_turn();
-    let run = TwoAttempts::start("twice", 60, "");
+    // The head's first poll comes after the requeue: it never sees the job
+    // running, and still tells the requeue (the job's pid file changed).
+    let run = TwoAttempts::start("twice", 60, "", Some(15.0));
     let job = run.first.0.clone();
+    let seen = ws_state(&run.ws);
+    assert_eq!(seen, "SUBMITTED", "the head polled already");
     let st = Command::new("scontrol")
         .args(["requeue", &job])
         .status()
@@ -286,7 +307,12 @@ fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
     // The step holds every CPU of the node; a job of the `urgent` partition
     // (higher priority tier, PreemptMode=CANCEL) preempts it.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let run = TwoAttempts::start("hog", 120, &format!("    resources: {{cpus: {cpus}}}\n"));
+    let run = TwoAttempts::start(
+        "hog",
+        120,
+        &format!("    resources: {{cpus: {cpus}}}\n"),
+        None,
+    );
     let first = run.first.0.clone();
     let urgent = Command::new("sbatch")
         .args([
@@ -368,7 +394,7 @@ fn a_job_on_a_failed_node_runs_again_and_the_step_succeeds() {
         return;
     }
     let _turn = take_turn();
-    let run = TwoAttempts::start("fragile", 120, "");
+    let run = TwoAttempts::start("fragile", 120, "", None);
     let first = run.first.0.clone();
     let ws = &run.ws;
     // The node fails under the running job (as a node the controller loses

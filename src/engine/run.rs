@@ -371,7 +371,19 @@ enum How {
         state: Option<JobState>,
         attempts: u32,
         ended_at: Option<Instant>,
+        /// The step's pid file (written at each start of the job) as last
+        /// counted: a queued job whose pid file is new has been requeued.
+        counted_start: Option<String>,
     },
+}
+
+/// What the step's pid file says (pid, start time, host): it changes with
+/// every start of the step's job.
+fn job_start_mark(step_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(step_dir.join(job::PID_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 struct Running {
@@ -471,6 +483,7 @@ pub async fn run(
                     state: None,
                     attempts: r.attempts,
                     ended_at: None,
+                    counted_start: job_start_mark(&ws.step_dir(r.step)),
                 },
                 started: Instant::now(),
                 cpus: 0,
@@ -603,6 +616,7 @@ pub async fn run(
                         state: None,
                         attempts: 1,
                         ended_at: None,
+                        counted_start: None,
                     }
                 } else {
                     let gpus: Vec<u32> = if have_gpus {
@@ -847,6 +861,7 @@ async fn poll_slurm(
             state,
             attempts,
             ended_at,
+            counted_start,
         } = &mut r.how
         else {
             continue;
@@ -856,22 +871,23 @@ async fn poll_slurm(
             if let Some(st) = &now {
                 ws.store.set_slurm_state(r.step, &st.name()).await?;
             }
-            // Only a requeue (scontrol requeue, a node failure or preemption
-            // with requeue) sends a job that ran back to the queue: the same
-            // job id starts again, so it is followed and counted as an attempt.
-            if let (Some(before), Some(JobState::Pending | JobState::Requeued)) = (&*state, &now) {
-                if !matches!(before, JobState::Pending | JobState::Requeued) {
-                    *attempts += 1;
-                    ws.store.set_attempts(r.step, *attempts).await?;
-                    rep.event(Event::Message(format!(
-                        "{}: Slurm requeued job {job} (it was {}); following it (attempt {})",
-                        r.name,
-                        before.name(),
-                        *attempts
-                    )));
-                }
-            }
             *state = now.clone();
+        }
+        // A job back in the queue after it started (scontrol requeue, a node
+        // failure or preemption with requeue) starts again under the same id:
+        // it is followed and counted as an attempt. Its pid file tells that it
+        // started even when no poll saw it running.
+        if array.is_none() && matches!(now, Some(JobState::Pending | JobState::Requeued)) {
+            let mark = job_start_mark(&ws.step_dir(r.step));
+            if mark.is_some() && mark != *counted_start {
+                *counted_start = mark;
+                *attempts += 1;
+                ws.store.set_attempts(r.step, *attempts).await?;
+                rep.event(Event::Message(format!(
+                    "{}: Slurm requeued job {job} after it started; following it (attempt {})",
+                    r.name, *attempts
+                )));
+            }
         }
         if now.as_ref().is_some_and(JobState::is_active) {
             *ended_at = None;
@@ -946,6 +962,8 @@ async fn poll_slurm(
             ws.store.set_attempts(r.step, *attempts).await?;
             *job = new_job;
             *state = None;
+            // The old job's start is not the new one's.
+            *counted_start = job_start_mark(&dir);
             out.push((r.step, Settled::Resubmitted));
             continue;
         }
