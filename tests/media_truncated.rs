@@ -1,7 +1,8 @@
 //! Truncated files that FFmpeg still opens (a faststart MP4, a Matroska file
 //! cut short) fail element extraction with a reason instead of being padded,
 //! while intact files of the same kinds, including clips shorter than the
-//! window, still pass. The `ffmpeg` CLI makes the files.
+//! window, still pass. The same holds for the audio-only decoding that seedvc
+//! and the stand-in converter use. The `ffmpeg` CLI makes the files.
 #![cfg(feature = "media")]
 
 mod media_common;
@@ -9,7 +10,7 @@ mod media_common;
 use std::path::{Path, PathBuf};
 
 use media_common::{ffmpeg, require_ffmpeg};
-use pipeline::media::decode::probe;
+use pipeline::media::decode::{decode_audio_mono, probe};
 use pipeline::media::element::{extract, ElementSpec};
 use pipeline::media::mel::MelSpectrogram;
 use pipeline::media::MediaError;
@@ -107,6 +108,53 @@ fn intact_files_pass_including_clips_shorter_than_the_window() {
             if seconds < 3.2 {
                 assert_eq!(el.window.start_frame, 0, "{name}");
             }
+        }
+    }
+}
+
+/// The audio-only decoding (seedvc's sources and references, the stand-in
+/// converter) refuses a cut file too and takes the intact ones, a WAV among
+/// them. (A cut WAV is not caught: FFmpeg sizes its stream by the file.)
+#[test]
+fn audio_only_decoding_refuses_a_truncated_file() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("ref.wav");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=300:sample_rate=16000:duration=5",
+        wav.to_str().unwrap(),
+    ]);
+    let mut files: Vec<PathBuf> = KINDS
+        .iter()
+        .chain(INTACT_ONLY)
+        .map(|(name, extra)| make(dir.path(), name, 5.0, extra))
+        .collect();
+    files.push(wav);
+    for whole in &files {
+        let audio =
+            decode_audio_mono(whole, 16_000).unwrap_or_else(|e| panic!("{}: {e}", whole.display()));
+        assert!(audio.len() > 16_000 * 49 / 10, "{}", whole.display());
+    }
+    let cuts = KINDS
+        .iter()
+        .map(|(name, _)| dir.path().join(format!("5s_{name}")));
+    for whole in cuts {
+        let cut = cut(&whole, 0.6);
+        match decode_audio_mono(&cut, 16_000) {
+            Err(e @ MediaError::Truncated { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(cut.to_str().unwrap()), "{msg}");
+            }
+            other => panic!(
+                "{}: expected Truncated, got {:?}",
+                cut.display(),
+                other.map(|a| a.len())
+            ),
         }
     }
 }

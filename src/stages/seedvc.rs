@@ -39,7 +39,9 @@ use crate::media::mel::{MelSpectrogram, SAMPLE_RATE};
 use crate::media::mux::mux_audio;
 use crate::media::wav::write_pcm16;
 
-const VERSION: u32 = 1;
+/// 2: a source or reference cut short (but still readable) fails its item
+/// instead of being converted or embedded from the part that is left.
+const VERSION: u32 = 2;
 
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
