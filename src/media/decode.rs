@@ -185,75 +185,39 @@ pub fn decode_clip(
     let mut vdec = codec::Context::from_parameters(vs.parameters())
         .and_then(|c| c.decoder().video())
         .map_err(|e| MediaError::decode(path, format!("cannot open the video decoder: {e}")))?;
-    let mut adec = codec::Context::from_parameters(as_.parameters())
+    let adec = codec::Context::from_parameters(as_.parameters())
         .and_then(|c| c.decoder().audio())
         .map_err(|e| MediaError::decode(path, format!("cannot open the audio decoder: {e}")))?;
     let mut collector = Collector::new(&indices, size);
-    let mut resampler = MonoResampler::new(rate);
-    let mut audio = Vec::new();
-    let mut aframe = frame::Audio::empty();
-    let mut afail: Option<String> = None;
-    let mut audio_errors = 0;
-    let mut drain_audio = |adec: &mut ffmpeg_next::decoder::Audio,
-                           audio: &mut Vec<f32>,
-                           afail: &mut Option<String>,
-                           errors: &mut usize| loop {
-        match adec.receive_frame(&mut aframe) {
-            Ok(()) => {
-                if let Err(e) = resampler.push(&aframe, audio) {
-                    afail.get_or_insert(e);
-                }
-            }
-            Err(e) => {
-                *errors += usize::from(is_decode_error(&e));
-                break;
-            }
-        }
-    };
+    let mut track = AudioTrack::new(adec, rate);
     let mut more_video = !indices.is_empty();
     let mut coverage = Coverage::default();
     for_each_packet(&mut ictx, &mut coverage, |packet| {
         let s = packet.stream();
         // A damaged packet is skipped, as the ffmpeg CLI does, and counted.
         if s == ai {
-            match adec.send_packet(packet) {
-                Ok(()) => drain_audio(&mut adec, &mut audio, &mut afail, &mut audio_errors),
-                Err(e) => audio_errors += usize::from(is_decode_error(&e)),
-            }
+            track.send(packet);
         } else if s == vi && more_video {
             match vdec.send_packet(packet) {
                 Ok(()) => more_video = collector.drain(&mut vdec),
                 Err(e) => collector.decode_errors += usize::from(is_decode_error(&e)),
             }
         }
-        afail.is_none()
+        track.failure.is_none()
     });
     if more_video && vdec.send_eof().is_ok() {
         collector.drain(&mut vdec);
     }
-    if adec.send_eof().is_ok() {
-        drain_audio(&mut adec, &mut audio, &mut afail, &mut audio_errors);
-    }
-    if let Some(e) = afail {
-        return Err(MediaError::decode(path, e));
-    }
-    coverage.decode_errors = audio_errors + collector.decode_errors;
+    track.end(path)?;
+    coverage.decode_errors = track.errors + collector.decode_errors;
     coverage
         .check(&ictx, &[(vi, "video"), (ai, "audio")])
         .map_err(|reason| MediaError::Truncated {
             path: path.to_path_buf(),
             reason,
         })?;
-    resampler
-        .finish(&mut audio)
-        .map_err(|e| MediaError::decode(path, e))?;
+    let audio = track.samples(path)?;
     let frames = collector.finish(path)?;
-    if audio.is_empty() {
-        return Err(MediaError::decode(
-            path,
-            "no audio could be decoded (the file may be truncated or corrupt)",
-        ));
-    }
     Ok(Clip {
         video,
         frames,
@@ -462,66 +426,101 @@ pub fn decode_audio_mono(path: &Path, rate: u32) -> Result<Vec<f32>, MediaError>
             kind: "audio",
         })?;
     let index = stream.index();
-    let mut decoder = codec::Context::from_parameters(stream.parameters())
+    let decoder = codec::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().audio())
         .map_err(|e| MediaError::decode(path, format!("cannot open the audio decoder: {e}")))?;
-    let mut resampler = MonoResampler::new(rate);
-    let mut out = Vec::new();
-    let mut frame = frame::Audio::empty();
-    let mut failure: Option<String> = None;
-    let mut errors = 0;
-    let mut drain = |decoder: &mut ffmpeg_next::decoder::Audio,
-                     out: &mut Vec<f32>,
-                     failure: &mut Option<String>,
-                     errors: &mut usize| loop {
-        match decoder.receive_frame(&mut frame) {
-            Ok(()) => {
-                if let Err(e) = resampler.push(&frame, out) {
-                    failure.get_or_insert(e);
-                }
-            }
-            Err(e) => {
-                *errors += usize::from(is_decode_error(&e));
-                break;
-            }
-        }
-    };
+    let mut track = AudioTrack::new(decoder, rate);
     let mut coverage = Coverage::default();
     for_each_packet(&mut ictx, &mut coverage, |packet| {
-        // A damaged packet is skipped, as the ffmpeg CLI does, and counted.
         if packet.stream() == index {
-            match decoder.send_packet(packet) {
-                Ok(()) => drain(&mut decoder, &mut out, &mut failure, &mut errors),
-                Err(e) => errors += usize::from(is_decode_error(&e)),
-            }
+            track.send(packet);
         }
-        failure.is_none()
+        track.failure.is_none()
     });
-    if decoder.send_eof().is_ok() {
-        drain(&mut decoder, &mut out, &mut failure, &mut errors);
-    }
-    if let Some(e) = failure {
-        return Err(MediaError::decode(path, e));
-    }
+    track.end(path)?;
     // A file cut short but still readable would otherwise give a short
     // signal: a converted voice or a speaker embedding of part of a clip.
-    coverage.decode_errors = errors;
+    coverage.decode_errors = track.errors;
     coverage
         .check(&ictx, &[(index, "audio")])
         .map_err(|reason| MediaError::Truncated {
             path: path.to_path_buf(),
             reason,
         })?;
-    resampler
-        .finish(&mut out)
-        .map_err(|e| MediaError::decode(path, e))?;
-    if out.is_empty() {
-        return Err(MediaError::decode(
-            path,
-            "no audio could be decoded (the file may be truncated or corrupt)",
-        ));
+    track.samples(path)
+}
+
+/// One audio stream decoded to mono samples at a fixed rate. A damaged
+/// packet is skipped, as the ffmpeg CLI does, and counted in `errors`; the
+/// first resampling failure is kept and stops the reading.
+struct AudioTrack {
+    decoder: ffmpeg_next::decoder::Audio,
+    resampler: MonoResampler,
+    frame: frame::Audio,
+    samples: Vec<f32>,
+    failure: Option<String>,
+    errors: usize,
+}
+
+impl AudioTrack {
+    fn new(decoder: ffmpeg_next::decoder::Audio, rate: u32) -> Self {
+        Self {
+            decoder,
+            resampler: MonoResampler::new(rate),
+            frame: frame::Audio::empty(),
+            samples: Vec::new(),
+            failure: None,
+            errors: 0,
+        }
     }
-    Ok(out)
+
+    fn send(&mut self, packet: &Packet) {
+        match self.decoder.send_packet(packet) {
+            Ok(()) => self.drain(),
+            Err(e) => self.errors += usize::from(is_decode_error(&e)),
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.decoder.receive_frame(&mut self.frame) {
+                Ok(()) => {
+                    if let Err(e) = self.resampler.push(&self.frame, &mut self.samples) {
+                        self.failure.get_or_insert(e);
+                    }
+                }
+                Err(e) => {
+                    self.errors += usize::from(is_decode_error(&e));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Flushes the decoder; fails on a resampling failure.
+    fn end(&mut self, path: &Path) -> Result<(), MediaError> {
+        if self.decoder.send_eof().is_ok() {
+            self.drain();
+        }
+        match self.failure.take() {
+            Some(e) => Err(MediaError::decode(path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The samples, the resampler's tail included; none at all is an error.
+    fn samples(mut self, path: &Path) -> Result<Vec<f32>, MediaError> {
+        self.resampler
+            .finish(&mut self.samples)
+            .map_err(|e| MediaError::decode(path, e))?;
+        if self.samples.is_empty() {
+            return Err(MediaError::decode(
+                path,
+                "no audio could be decoded (the file may be truncated or corrupt)",
+            ));
+        }
+        Ok(self.samples)
+    }
 }
 
 /// Decoded video frames at the requested indices.
