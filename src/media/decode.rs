@@ -7,8 +7,8 @@
 //! count them; a variable-frame-rate file is indexed the same way.
 //!
 //! A truncated file that FFmpeg still opens (an MP4 with its index at the
-//! front, a Matroska or MPEG-TS file cut short) yields fewer packets than its
-//! headers promise. [`decode_clip`] checks what it read against what the
+//! front, a Matroska file cut short) yields fewer packets than its headers
+//! promise; a cut MPEG-TS or WAV file is told by its byte layout. [`decode_clip`] checks what it read against what the
 //! container declares and fails with [`MediaError::Truncated`] instead of
 //! padding the gap: see [`Coverage::check`] for the rule and its tolerances.
 
@@ -210,12 +210,7 @@ pub fn decode_clip(
     }
     track.end(path)?;
     coverage.decode_errors = track.errors + collector.decode_errors;
-    coverage
-        .check(&ictx, &[(vi, "video"), (ai, "audio")])
-        .map_err(|reason| MediaError::Truncated {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    coverage.check_complete(path, &ictx, &[(vi, "video"), (ai, "audio")])?;
     let audio = track.samples(path)?;
     let frames = collector.finish(path)?;
     Ok(Clip {
@@ -306,6 +301,22 @@ impl Coverage {
         }
     }
 
+    /// [`Coverage::check`], then the byte layout of the containers that
+    /// declare no duration of their own ([`super::layout`]).
+    fn check_complete(
+        &self,
+        path: &Path,
+        ictx: &format::context::Input,
+        used: &[(usize, &'static str)],
+    ) -> Result<(), MediaError> {
+        self.check(ictx, used)
+            .and_then(|()| super::layout::check(path, ictx.format().name()))
+            .map_err(|reason| MediaError::Truncated {
+                path: path.to_path_buf(),
+                reason,
+            })
+    }
+
     fn end(&self, index: usize) -> Option<i64> {
         self.streams.get(index)?.end
     }
@@ -338,8 +349,9 @@ impl Coverage {
     ///
     /// A clip shorter than the element window is not truncated: it declares
     /// its own short duration and holds it. A cut MPEG-TS declares nothing
-    /// (FFmpeg estimates its duration from the last timestamps present), so
-    /// it passes unless the cut also damaged packets.
+    /// (FFmpeg estimates its duration from the last timestamps present) and
+    /// a cut WAV is sized by the file: [`super::layout`] checks those two by
+    /// their bytes.
     fn check(
         &self,
         ictx: &format::context::Input,
@@ -441,12 +453,7 @@ pub fn decode_audio_mono(path: &Path, rate: u32) -> Result<Vec<f32>, MediaError>
     // A file cut short but still readable would otherwise give a short
     // signal: a converted voice or a speaker embedding of part of a clip.
     coverage.decode_errors = track.errors;
-    coverage
-        .check(&ictx, &[(index, "audio")])
-        .map_err(|reason| MediaError::Truncated {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    coverage.check_complete(path, &ictx, &[(index, "audio")])?;
     track.samples(path)
 }
 

@@ -9,6 +9,7 @@ pub mod embed;
 pub mod encode;
 pub mod error;
 pub mod frames;
+pub mod layout;
 pub mod mel;
 pub mod mux;
 pub mod resample;

@@ -175,8 +175,8 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
         }
     }
     println!(
-        "reference (torchaudio + PyAV): python benches/reference_elements.py {}/<size>-{}s \
-         --workers {threads} on the same clips",
+        "the reference's recipe (decord + torchaudio + torchvision, float32 .npy out): \
+         python benches/reference_elements.py {}/<size>-{}s --workers {threads} on the same clips",
         args.dir.display(),
         args.seconds
     );

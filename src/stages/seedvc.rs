@@ -41,7 +41,8 @@ use crate::media::wav::write_pcm16;
 
 /// 2: a source or reference cut short (but still readable) fails its item
 /// instead of being converted or embedded from the part that is left.
-const VERSION: u32 = 2;
+/// 3: a cut WAV or MPEG-TS file is told too.
+const VERSION: u32 = 3;
 
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
