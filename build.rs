@@ -14,6 +14,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-changed=build.rs");
+    // sqlx::migrate! embeds the migrations: a new one must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
         return;
     }

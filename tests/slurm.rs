@@ -299,6 +299,39 @@ fn a_requeued_job_is_followed_to_its_end() {
 }
 
 #[test]
+fn a_requeue_while_no_head_runs_is_counted_after_re_attaching() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let _turn = take_turn();
+    // The head dies while the first attempt runs; Slurm then requeues the
+    // job. The next head re-attaches to the queued job, follows it through
+    // its second start and counts that start as an attempt.
+    let mut run = TwoAttempts::start("orphan", 60, "", None);
+    let job = run.first.0.clone();
+    run.head.kill().unwrap();
+    run.head.wait().unwrap();
+    let st = Command::new("scontrol")
+        .args(["requeue", &job])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, out) = run_slurm(&run.ws, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("re-attaching to step 1 (orphan), Slurm job"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Slurm requeued job {job}")), "{out}");
+    assert!(Ws::ran(&out).is_empty(), "nothing submitted again: {out}");
+    assert_eq!(run.ws.read("out.txt"), "second\n");
+    let step = run.ws.status_json()["stages"][0]["last_step"].clone();
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert_eq!(step["attempts"], 2, "{step}");
+    assert_eq!(step["slurm_job_id"], job.as_str(), "{step}");
+}
+
+#[test]
 fn a_preempted_job_is_resubmitted_within_the_retry_limit() {
     if !common::slurm_cluster() {
         return;

@@ -167,6 +167,8 @@ pub struct Reattach {
     pub job: String,
     /// Attempts recorded so far (resubmissions and requeues).
     pub attempts: u32,
+    /// Restarts of `job` already counted in `attempts`.
+    pub requeues: u32,
 }
 
 /// Finishes what a previous head process left: ingests result files of jobs
@@ -207,6 +209,7 @@ pub async fn recover(
                     stage: s.stage.clone(),
                     job: job.clone(),
                     attempts: u32::try_from(s.attempts).unwrap_or(1).max(1),
+                    requeues: u32::try_from(s.slurm_requeues).unwrap_or(0),
                 });
                 continue;
             }
@@ -230,6 +233,13 @@ pub async fn recover(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+        if let Some(job) = &s.slurm_job_id {
+            // Requeues that ran while no head watched count as attempts too.
+            let mut attempts = u32::try_from(s.attempts).unwrap_or(1).max(1);
+            let mut requeues = u32::try_from(s.slurm_requeues).unwrap_or(0);
+            let name = &s.stage;
+            count_requeues(ws, s.id, name, job, &mut attempts, &mut requeues, rep).await?;
         }
         if job::read_result(&dir)?.is_some() {
             let st = ingest(ws, s.id, None).await?;
@@ -371,19 +381,36 @@ enum How {
         state: Option<JobState>,
         attempts: u32,
         ended_at: Option<Instant>,
-        /// The step's pid file (written at each start of the job) as last
-        /// counted: a queued job whose pid file is new has been requeued.
-        counted_start: Option<String>,
+        /// Restarts of `job` already counted in `attempts`.
+        requeues: u32,
     },
 }
 
-/// What the step's pid file says (pid, start time, host): it changes with
-/// every start of the step's job.
-fn job_start_mark(step_dir: &std::path::Path) -> Option<String> {
-    std::fs::read_to_string(step_dir.join(job::PID_FILE))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+/// A job Slurm puts back in the queue after it started (scontrol requeue, a
+/// node failure or preemption with requeue) starts again under the same id,
+/// and each start appends to the step's starts file: every restart not yet
+/// counted in `requeues` is an attempt, also one that happened while no head
+/// process was watching.
+async fn count_requeues(
+    ws: &Workspace,
+    step: StepId,
+    name: &str,
+    job: &str,
+    attempts: &mut u32,
+    requeues: &mut u32,
+    rep: &dyn Reporter,
+) -> Result<()> {
+    let seen = job::restarts_of(&ws.step_dir(step), job);
+    if seen > *requeues {
+        *attempts += seen - *requeues;
+        *requeues = seen;
+        ws.store.set_attempts(step, *attempts, *requeues).await?;
+        rep.event(Event::Message(format!(
+            "{name}: Slurm requeued job {job} after it started; it started again (attempt {})",
+            *attempts
+        )));
+    }
+    Ok(())
 }
 
 struct Running {
@@ -483,7 +510,7 @@ pub async fn run(
                     state: None,
                     attempts: r.attempts,
                     ended_at: None,
-                    counted_start: job_start_mark(&ws.step_dir(r.step)),
+                    requeues: r.requeues,
                 },
                 started: Instant::now(),
                 cpus: 0,
@@ -616,7 +643,7 @@ pub async fn run(
                         state: None,
                         attempts: 1,
                         ended_at: None,
-                        counted_start: None,
+                        requeues: 0,
                     }
                 } else {
                     let gpus: Vec<u32> = if have_gpus {
@@ -861,7 +888,7 @@ async fn poll_slurm(
             state,
             attempts,
             ended_at,
-            counted_start,
+            requeues,
         } = &mut r.how
         else {
             continue;
@@ -873,21 +900,9 @@ async fn poll_slurm(
             }
             *state = now.clone();
         }
-        // A job back in the queue after it started (scontrol requeue, a node
-        // failure or preemption with requeue) starts again under the same id:
-        // it is followed and counted as an attempt. Its pid file tells that it
-        // started even when no poll saw it running.
-        if array.is_none() && matches!(now, Some(JobState::Pending | JobState::Requeued)) {
-            let mark = job_start_mark(&ws.step_dir(r.step));
-            if mark.is_some() && mark != *counted_start {
-                *counted_start = mark;
-                *attempts += 1;
-                ws.store.set_attempts(r.step, *attempts).await?;
-                rep.event(Event::Message(format!(
-                    "{}: Slurm requeued job {job} after it started; following it (attempt {})",
-                    r.name, *attempts
-                )));
-            }
+        // Array tasks start in shard folders of their own: not counted.
+        if array.is_none() {
+            count_requeues(ws, r.step, &r.name, job, attempts, requeues, rep).await?;
         }
         if now.as_ref().is_some_and(JobState::is_active) {
             *ended_at = None;
@@ -959,11 +974,11 @@ async fn poll_slurm(
                 slurm.cfg.max_retries + 1
             )));
             *attempts += 1;
-            ws.store.set_attempts(r.step, *attempts).await?;
+            // The new job has not started yet.
+            *requeues = 0;
+            ws.store.set_attempts(r.step, *attempts, 0).await?;
             *job = new_job;
             *state = None;
-            // The old job's start is not the new one's.
-            *counted_start = job_start_mark(&dir);
             out.push((r.step, Settled::Resubmitted));
             continue;
         }

@@ -78,6 +78,36 @@ pub const JOB_FILE: &str = "job.json";
 pub const RESULT_FILE: &str = "result.json";
 pub const LOG_FILE: &str = "log";
 pub const PID_FILE: &str = "pid";
+/// One line per start of the step's job, appended by the job itself: the
+/// Slurm job id (`-` outside Slurm), pid, process start time and host. A job
+/// that Slurm requeues starts again under the same id.
+pub const STARTS_FILE: &str = "starts";
+
+/// Appends this start of the job to the step's starts file.
+pub fn record_start(dir: &Path, pid: u32, start: i64, host: &str) -> Result<()> {
+    use std::io::Write;
+    let job = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| "-".into());
+    let path = dir.join(STARTS_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{job} {pid} {start} {host}\n").as_bytes()))
+        .with_context(|| format!("recording the job's start in {}", path.display()))
+}
+
+/// How many times Slurm job `job` started again after its first start in
+/// `step_dir` (its requeues that ran).
+pub fn restarts_of(step_dir: &Path, job: &str) -> u32 {
+    let Ok(text) = std::fs::read_to_string(step_dir.join(STARTS_FILE)) else {
+        return 0;
+    };
+    let starts = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(job))
+        .count();
+    u32::try_from(starts.saturating_sub(1)).unwrap_or(u32::MAX)
+}
 
 /// The job's own record of its process: (pid, start time, host).
 pub fn read_pid(step_dir: &Path) -> Option<(u32, i64, String)> {

@@ -13,7 +13,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::job::{read_job, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE};
+use super::job::{
+    read_job, record_start, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE,
+};
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
 use crate::stages::{self, StageContext};
@@ -60,10 +62,12 @@ pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>) -> Result<i32> {
     // lets the next head re-attach instead of starting a second copy.
     let me = std::process::id();
     let start = crate::util::process_start(me).unwrap_or(0);
+    let host = hostname();
     write_atomic(
         &dir.join(PID_FILE),
-        format!("{me} {start} {}\n", hostname()).as_bytes(),
+        format!("{me} {start} {host}\n").as_bytes(),
     )?;
+    record_start(&dir, me, start, &host)?;
     let started_at = now_ms();
     let outcome = run_job(root, &dir, &job);
     let dir = step;

@@ -138,6 +138,8 @@ pub struct StepRecord {
     pub slurm_job_id: Option<String>,
     pub slurm_state: Option<String>,
     pub attempts: i64,
+    /// Restarts of the current Slurm job counted in `attempts`.
+    pub slurm_requeues: i64,
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -186,7 +188,8 @@ pub struct StepEnd<'a> {
 
 const STEP_COLUMNS: &str = "id, run_id, stage, kind, shard, fingerprint, code_version, command, \
     params_json, env_json, outs_json, status, reason, error, exit_code, executor, host, pid, \
-    pid_start, slurm_job_id, slurm_state, attempts, queued_at, started_at, finished_at, peak_rss_kb";
+    pid_start, slurm_job_id, slurm_state, attempts, slurm_requeues, queued_at, started_at, finished_at, \
+    peak_rss_kb";
 
 const ARTIFACT_COLUMNS: &str = "id, path, hash, size, file_count, is_dir, recorded_at, step_id";
 
@@ -214,6 +217,7 @@ fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
         slurm_job_id: r.try_get("slurm_job_id")?,
         slurm_state: r.try_get("slurm_state")?,
         attempts: r.try_get("attempts")?,
+        slurm_requeues: r.try_get("slurm_requeues")?,
         queued_at: r.try_get("queued_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -382,9 +386,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_attempts(&self, id: StepId, attempts: u32) -> Result<()> {
-        sqlx::query("UPDATE steps SET attempts = ? WHERE id = ?")
+    /// The step's attempts, and how many of them are restarts of its current
+    /// Slurm job (0 for a job just submitted).
+    pub async fn set_attempts(&self, id: StepId, attempts: u32, requeues: u32) -> Result<()> {
+        sqlx::query("UPDATE steps SET attempts = ?, slurm_requeues = ? WHERE id = ?")
             .bind(attempts)
+            .bind(requeues)
             .bind(id.0)
             .execute(&self.pool)
             .await?;
