@@ -289,6 +289,10 @@ fn a_requeued_job_is_followed_to_its_end() {
         .unwrap();
     assert!(st.success());
     let (_ws, err, step) = run.finish();
+    assert!(
+        err.contains(&format!("Slurm put job {job} back in the queue")),
+        "{err}"
+    );
     assert!(err.contains(&format!("Slurm requeued job {job}")), "{err}");
     assert_eq!(step["attempts"], 2, "{step}");
     assert_eq!(

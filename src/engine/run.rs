@@ -383,6 +383,10 @@ enum How {
         ended_at: Option<Instant>,
         /// Restarts of `job` already counted in `attempts`.
         requeues: u32,
+        /// Starts of `job` seen at the previous poll, and after how many it
+        /// was reported back in the queue.
+        starts_seen: u32,
+        told_queued: u32,
     },
 }
 
@@ -400,7 +404,7 @@ async fn count_requeues(
     requeues: &mut u32,
     rep: &dyn Reporter,
 ) -> Result<()> {
-    let seen = job::restarts_of(&ws.step_dir(step), job);
+    let seen = job::starts_of(&ws.step_dir(step), job).saturating_sub(1);
     if seen > *requeues {
         *attempts += seen - *requeues;
         *requeues = seen;
@@ -511,6 +515,8 @@ pub async fn run(
                     attempts: r.attempts,
                     ended_at: None,
                     requeues: r.requeues,
+                    starts_seen: 0,
+                    told_queued: 0,
                 },
                 started: Instant::now(),
                 cpus: 0,
@@ -644,6 +650,8 @@ pub async fn run(
                         attempts: 1,
                         ended_at: None,
                         requeues: 0,
+                        starts_seen: 0,
+                        told_queued: 0,
                     }
                 } else {
                     let gpus: Vec<u32> = if have_gpus {
@@ -889,6 +897,8 @@ async fn poll_slurm(
             attempts,
             ended_at,
             requeues,
+            starts_seen,
+            told_queued,
         } = &mut r.how
         else {
             continue;
@@ -903,6 +913,19 @@ async fn poll_slurm(
         // Array tasks start in shard folders of their own: not counted.
         if array.is_none() {
             count_requeues(ws, r.step, &r.name, job, attempts, requeues, rep).await?;
+            // Queued again after it started: said now, counted when it
+            // restarts. The start must predate this poll's query, or a job
+            // starting between the query and the read would look requeued.
+            let starts = job::starts_of(&ws.step_dir(r.step), job);
+            let queued = matches!(now, Some(JobState::Pending | JobState::Requeued));
+            let before = std::mem::replace(starts_seen, starts);
+            if queued && starts > *requeues && starts == before && starts > *told_queued {
+                *told_queued = starts;
+                rep.event(Event::Message(format!(
+                    "{}: Slurm put job {job} back in the queue after it started; following it",
+                    r.name
+                )));
+            }
         }
         if now.as_ref().is_some_and(JobState::is_active) {
             *ended_at = None;
@@ -976,6 +999,8 @@ async fn poll_slurm(
             *attempts += 1;
             // The new job has not started yet.
             *requeues = 0;
+            *starts_seen = 0;
+            *told_queued = 0;
             ws.store.set_attempts(r.step, *attempts, 0).await?;
             *job = new_job;
             *state = None;

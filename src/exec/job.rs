@@ -96,9 +96,8 @@ pub fn record_start(dir: &Path, pid: u32, start: i64, host: &str) -> Result<()> 
         .with_context(|| format!("recording the job's start in {}", path.display()))
 }
 
-/// How many times Slurm job `job` started again after its first start in
-/// `step_dir` (its requeues that ran).
-pub fn restarts_of(step_dir: &Path, job: &str) -> u32 {
+/// How many times Slurm job `job` started in `step_dir`.
+pub fn starts_of(step_dir: &Path, job: &str) -> u32 {
     let Ok(text) = std::fs::read_to_string(step_dir.join(STARTS_FILE)) else {
         return 0;
     };
@@ -106,7 +105,7 @@ pub fn restarts_of(step_dir: &Path, job: &str) -> u32 {
         .lines()
         .filter(|l| l.split_whitespace().next() == Some(job))
         .count();
-    u32::try_from(starts.saturating_sub(1)).unwrap_or(u32::MAX)
+    u32::try_from(starts).unwrap_or(u32::MAX)
 }
 
 /// The job's own record of its process: (pid, start time, host).
