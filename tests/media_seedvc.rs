@@ -61,9 +61,19 @@ const PARSE: &str = r#"while [ $# -gt 0 ]; do case "$1" in --source) S="$2"; shi
 s=$(basename "$S"); s=${s%%.*}; r=$(basename "$R"); r=${r%%.*}"#;
 
 fn run_seedvc(ws: &Ws, command: Vec<String>, tag: &str) -> (anyhow::Result<()>, PathBuf, PathBuf) {
+    run_seedvc_with_items(ws, command, tag, tag)
+}
+
+/// As [`run_seedvc`], with the conversions' memo folder named by `items_tag`.
+fn run_seedvc_with_items(
+    ws: &Ws,
+    command: Vec<String>,
+    tag: &str,
+    items_tag: &str,
+) -> (anyhow::Result<()>, PathBuf, PathBuf) {
     let out = ws.dir.path().join(format!("voiceclone-{tag}"));
     let step = ws.dir.path().join(format!("step-{tag}"));
-    let items = ws.dir.path().join(format!("items-{tag}"));
+    let items = ws.dir.path().join(format!("items-{items_tag}"));
     let inputs = BTreeMap::from([
         ("fakeavceleb".to_string(), ws.fake.clone()),
         ("vox2".to_string(), ws.vox.clone()),
@@ -196,6 +206,50 @@ fn seedvc_v1_names_are_found_too_and_the_hugging_face_cache_is_passed() {
     let (r, out, _) = run_seedvc(&ws, argv(&s), "v1");
     r.unwrap();
     assert_eq!(scan(&out).unwrap().len(), 6);
+}
+
+/// A rerun checks every source again (a source cut since fails its items)
+/// but reuses the conversions of sound ones: the converter is not called.
+#[test]
+fn a_rerun_checks_the_sources_again_and_reuses_their_conversions() {
+    let ws = corpus();
+    let calls = ws.dir.path().join("calls");
+    let s = script(
+        &ws,
+        "counting.sh",
+        &format!(
+            "{PARSE}\necho \"$S\" >> '{}'\ncp \"$S\" \"$D/vc_v2_${{s}}_${{r}}_1.0_25_0.7.wav\"",
+            calls.display()
+        ),
+    );
+    let count = || std::fs::read_to_string(&calls).map_or(0, |t| t.lines().count());
+    let (r, _, _) = run_seedvc_with_items(&ws, argv(&s), "first", "memo");
+    r.unwrap();
+    assert_eq!(count(), 6);
+    let (r, again, _) = run_seedvc_with_items(&ws, argv(&s), "second", "memo");
+    r.unwrap();
+    assert_eq!(count(), 6, "conversions were redone");
+    assert_eq!(scan(&again).unwrap().len(), 6);
+    // One source cut short since: its two items fail, the rest are reused.
+    let rvra = scan(&ws.fake)
+        .unwrap()
+        .into_iter()
+        .find(|v| v.category.dir() == "RealVideo-RealAudio")
+        .unwrap();
+    let mut bytes = std::fs::read(&rvra.path).unwrap();
+    bytes.truncate(bytes.len() * 6 / 10);
+    std::fs::write(&rvra.path, bytes).unwrap();
+    let (_, _, step) = run_seedvc_with_items(&ws, argv(&s), "third", "memo");
+    assert_eq!(count(), 6, "conversions were redone");
+    let log = log_lines(&step, "items.jsonl");
+    let failed: Vec<&str> = log
+        .iter()
+        .filter(|l| l["status"] == "failed")
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed.len(), 2, "{log:?}");
+    assert!(failed.iter().all(|r| r.contains("truncated")), "{failed:?}");
+    assert_eq!(log.iter().filter(|l| l["status"] == "ok").count(), 4);
 }
 
 #[test]

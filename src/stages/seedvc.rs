@@ -44,6 +44,12 @@ use crate::media::wav::write_pcm16;
 /// 3: a cut WAV or MPEG-TS file is told too.
 const VERSION: u32 = 3;
 
+/// Keys the memo of one conversion. The checks of a source or reference run
+/// before the memo is looked up, every time the stage runs, so making them
+/// stricter (`VERSION`) re-checks the inputs without redoing the conversions
+/// of sound ones; this changes only when a conversion's bytes would.
+const CONVERSION_VERSION: u32 = 2;
+
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
 
@@ -280,7 +286,7 @@ impl Runner<'_> {
         let fp = blake3::hash(
             serde_json::json!({
                 "stage": "seedvc",
-                "version": VERSION,
+                "version": CONVERSION_VERSION,
                 "key": job.key,
                 "video": file_blake3(video)?,
                 "source": source_hash,
