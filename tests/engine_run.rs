@@ -295,3 +295,43 @@ fn a_changed_code_version_is_named() {
     });
     assert_eq!(ws.status()[0].2, ["code version changed: cmd-0 -> cmd"]);
 }
+
+/// A step's `progress.json` (written by the built-in item stages, or by a
+/// command through `$PIPELINE_STEP_DIR`) is shown while it runs: as a line
+/// of the run's output without a terminal, and by `status`.
+#[test]
+fn a_running_steps_progress_is_shown_by_the_run_and_by_status() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: >-\n      printf '{\"done\":3,\"failed\":1,\"total\":10,\"elapsed_ms\":1500}' > \"$PIPELINE_STEP_DIR/progress.json\";\n      touch started; while [ ! -f go ]; do sleep 0.1; done; echo > slow.txt\n    outs: [slow.txt]\n",
+    );
+    let head = ws
+        .cmd()
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !ws.path("started").exists() {
+        assert!(t.elapsed().as_secs() < 30, "the step did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let running = ws.status_json()["stages"][0]["running"].clone();
+    assert_eq!(running["progress"]["done"], 3, "{running}");
+    assert_eq!(running["progress"]["total"], 10, "{running}");
+    let (_, table, _) = ws.run(&["status"]);
+    assert!(
+        table.contains("3 of 10 items (30.0%), 1 failed, 2.0 items/s, about 3.5 s left"),
+        "{table}"
+    );
+    // The head reads it within its 2-second tick.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    ws.write("go", "");
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("  progress    slow: 3 of 10 items (30.0%), 1 failed"),
+        "{err}"
+    );
+}

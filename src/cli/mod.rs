@@ -400,7 +400,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
                 Some(e) => vec![e.clone()],
                 None => reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
             },
-            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state})),
+            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "progress": pipeline::exec::job::Progress::of_step(&ws.step_dir(s.id))})),
             "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "executor": s.executor, "finished_at": s.finished_at, "error": s.error, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "attempts": s.attempts})),
         }));
     }

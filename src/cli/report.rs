@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline::engine::lineage::{Lineage, Node, StepNode};
@@ -11,10 +11,15 @@ use pipeline::engine::run::{Event, Reporter, Summary};
 use pipeline::store::{StepId, StepStatus};
 use pipeline::util::{human_bytes, human_ms};
 
+/// Without a terminal, a running step's progress is printed at most this often.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(60);
+
 /// Spinners for running steps on a terminal; plain lines otherwise.
 pub struct TermReporter {
     mp: MultiProgress,
     bars: Mutex<HashMap<StepId, ProgressBar>>,
+    /// Without a terminal: when each step's progress was last printed.
+    printed: Mutex<HashMap<StepId, Instant>>,
     tty: bool,
 }
 
@@ -29,6 +34,7 @@ impl TermReporter {
         TermReporter {
             mp: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
+            printed: Mutex::new(HashMap::new()),
             tty,
         }
     }
@@ -128,6 +134,31 @@ impl Reporter for TermReporter {
             Event::Blocked { stage, because } => {
                 self.note(&format!("  not run     {stage}: {because}"))
             }
+            Event::Progress {
+                stage,
+                step,
+                progress,
+            } => {
+                if let Some(pb) = self.bars.lock().expect("reporter lock").get(&step) {
+                    pb.set_message(format!(
+                        "running     {stage} (step {step}): {}",
+                        progress.text()
+                    ));
+                    return;
+                }
+                if self.tty {
+                    return;
+                }
+                let mut printed = self.printed.lock().expect("reporter lock");
+                let due = printed
+                    .get(&step)
+                    .is_none_or(|t| t.elapsed() >= PROGRESS_LINE_EVERY);
+                if due {
+                    printed.insert(step, Instant::now());
+                    drop(printed);
+                    self.note(&format!("  progress    {stage}: {}", progress.text()));
+                }
+            }
         }
     }
 }
@@ -156,6 +187,11 @@ pub fn status_text(rows: &[serde_json::Value]) -> String {
                 (Some(job), Some(st)) => format!("running (step {step}, Slurm job {job} {st})"),
                 _ => format!("running (step {step})"),
             };
+            let progress: Option<pipeline::exec::job::Progress> =
+                serde_json::from_value(r["running"]["progress"].clone()).ok();
+            if let Some(p) = progress {
+                state = format!("{state}: {}", p.text());
+            }
         }
         let why: Vec<&str> = r["why"]
             .as_array()

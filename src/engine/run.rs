@@ -2,7 +2,7 @@
 //! within CPU and GPU slots, each stale stage re-evaluated once its upstream
 //! has finished (early cut-off), every result ingested into the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -79,6 +79,38 @@ pub enum Event {
         stage: String,
         because: String,
     },
+    /// A running step's items: how many are done (its item log's
+    /// `progress.json`, summed over its shards), when that changed.
+    Progress {
+        stage: String,
+        step: StepId,
+        progress: job::Progress,
+    },
+}
+
+/// How often the head reads its running steps' progress files.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Reports each running step whose progress changed since `last`.
+fn report_progress(
+    ws: &Workspace,
+    running: &BTreeMap<StepId, Running>,
+    last: &mut HashMap<StepId, job::Progress>,
+    rep: &dyn Reporter,
+) {
+    last.retain(|step, _| running.contains_key(step));
+    for r in running.values() {
+        let Some(p) = job::Progress::of_step(&ws.step_dir(r.step)) else {
+            continue;
+        };
+        if last.insert(r.step, p) != Some(p) {
+            rep.event(Event::Progress {
+                stage: r.name.clone(),
+                step: r.step,
+                progress: p,
+            });
+        }
+    }
 }
 
 pub trait Reporter: Send + Sync {
@@ -528,6 +560,8 @@ pub async fn run(
     let mut stop_launching = false;
     let mut poll_every: Option<Duration> = None;
     let mut next_poll = tokio::time::Instant::now();
+    let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
+    let mut progress_seen = HashMap::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
@@ -731,6 +765,11 @@ pub async fn run(
         }
         let any_slurm = running.values().any(|r| matches!(r.how, How::Slurm { .. }));
         let finished: Vec<(StepId, StepStatus)> = tokio::select! {
+            _ = tokio::time::sleep_until(next_progress) => {
+                next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
+                report_progress(ws, &running, &mut progress_seen, rep);
+                Vec::new()
+            }
             joined = tasks.join_next(), if !tasks.is_empty() => {
                 let (step, exit) = joined.context("a step task vanished")?.context("a step task panicked")?;
                 let status = ingest(ws, step, exit.ok()).await?;

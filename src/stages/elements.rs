@@ -160,13 +160,13 @@ impl Stage for Elements {
         }
         std::fs::create_dir_all(ctx.items_dir)
             .with_context(|| format!("cannot create {}", ctx.items_dir.display()))?;
-        let log = ItemLog::open(ctx.step_dir)?;
         let mine: Vec<&Video> = videos
             .iter()
             .enumerate()
             .filter(|(i, _)| owns(ctx.shard, *i))
             .map(|(_, v)| v)
             .collect();
+        let log = ItemLog::open(ctx.step_dir, ctx.stage, mine.len())?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads.max(1))
             .build()

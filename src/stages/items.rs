@@ -7,8 +7,16 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use crate::exec::job::Progress;
+
+/// How often the item log rewrites the step's progress file (the head shows
+/// it) and prints a progress line to the step's log.
+const PROGRESS_FILE_EVERY: Duration = Duration::from_secs(1);
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(30);
 
 /// Whether item number `i` (in key order) belongs to this run: every item for
 /// the gathering run, one in `n` for shard `(k, n)`.
@@ -112,14 +120,21 @@ pub enum Outcome {
 }
 
 /// Appends `{"item","status","reason"}` lines to `step_dir/items.jsonl` from
-/// any thread.
+/// any thread, and keeps `step_dir/progress.json` and the log's progress
+/// lines up to date.
 pub struct ItemLog {
     file: Mutex<std::fs::File>,
     path: PathBuf,
+    stage: String,
+    dir: PathBuf,
+    start: Instant,
+    /// Counts, and when the progress file and line were last written.
+    progress: Mutex<(Progress, Instant, Instant)>,
 }
 
 impl ItemLog {
-    pub fn open(step_dir: &Path) -> Result<ItemLog> {
+    /// The log of `stage`'s `total` items in `step_dir`.
+    pub fn open(step_dir: &Path, stage: &str, total: usize) -> Result<ItemLog> {
         std::fs::create_dir_all(step_dir)
             .with_context(|| format!("cannot create {}", step_dir.display()))?;
         let path = step_dir.join("items.jsonl");
@@ -128,10 +143,41 @@ impl ItemLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let start = Instant::now();
+        let progress = Progress {
+            total: total as u64,
+            ..Progress::default()
+        };
+        // Written at once, so the head shows the total before the first item ends.
+        let _ = progress.write(step_dir);
         Ok(ItemLog {
             file: Mutex::new(file),
             path,
+            stage: stage.to_string(),
+            dir: step_dir.to_path_buf(),
+            start,
+            progress: Mutex::new((progress, start, start)),
         })
+    }
+
+    /// Counts one item; rewrites the progress file at most every second (and
+    /// after the last item) and prints a line at most every 30 s.
+    fn count(&self, failed: bool) {
+        let now = Instant::now();
+        let mut g = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, file_at, line_at) = &mut *g;
+        p.done += 1;
+        p.failed += u64::from(failed);
+        p.elapsed_ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if now.duration_since(*file_at) >= PROGRESS_FILE_EVERY || p.done >= p.total {
+            // A display only: a failed write must not fail the item.
+            let _ = p.write(&self.dir);
+            *file_at = now;
+        }
+        if now.duration_since(*line_at) >= PROGRESS_LINE_EVERY && p.done < p.total {
+            eprintln!("{}: {}", self.stage, p.text());
+            *line_at = now;
+        }
     }
 
     pub fn record(&self, item: &str, outcome: &Outcome) -> Result<()> {
@@ -141,8 +187,13 @@ impl ItemLog {
                 serde_json::json!({"item": item, "status": "failed", "reason": r})
             }
         };
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(f, "{line}").with_context(|| format!("cannot append to {}", self.path.display()))
+        {
+            let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            writeln!(f, "{line}")
+                .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        }
+        self.count(matches!(outcome, Outcome::Failed(_)));
+        Ok(())
     }
 }
 
@@ -191,4 +242,25 @@ pub fn summarize(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_item_log_keeps_the_progress_file_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ItemLog::open(dir.path(), "elements", 3).unwrap();
+        let read = || Progress::of_step(dir.path()).unwrap();
+        assert_eq!((read().done, read().total), (0, 3));
+        log.record("a", &Outcome::Ok).unwrap();
+        log.record("b", &Outcome::Failed("bad".into())).unwrap();
+        log.record("c", &Outcome::Ok).unwrap();
+        // The last item is always written, however soon it comes.
+        let p = read();
+        assert_eq!((p.done, p.failed, p.total), (3, 1, 3));
+        let lines = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 3);
+    }
 }

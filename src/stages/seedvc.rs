@@ -138,7 +138,6 @@ impl Stage for SeedVc {
         }
         std::fs::create_dir_all(ctx.items_dir)
             .with_context(|| format!("cannot create {}", ctx.items_dir.display()))?;
-        let log = ItemLog::open(ctx.step_dir)?;
         let plan = Mutex::new(Vec::new());
         let runner = Runner {
             p: &p,
@@ -159,6 +158,7 @@ impl Stage for SeedVc {
             .filter(|(i, _)| owns(ctx.shard, *i))
             .map(|(_, j)| j)
             .collect();
+        let log = ItemLog::open(ctx.step_dir, ctx.stage, mine.len())?;
         let results: Vec<Result<(String, Result<PathBuf, String>)>> = pool.install(|| {
             mine.par_iter()
                 .map(|job| {

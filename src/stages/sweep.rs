@@ -49,7 +49,8 @@ impl Stage for Stage2Sweep {
         let grid = grid(ctx.stage, ctx.params)?;
         let points = points(ctx.stage, ctx.params)?;
         let inputs = input_key(ctx)?;
-        let log = ItemLog::open(ctx.step_dir)?;
+        let mine = (0..points.len()).filter(|&i| owns(ctx.shard, i)).count();
+        let log = ItemLog::open(ctx.step_dir, ctx.stage, mine)?;
         std::fs::create_dir_all(ctx.items_dir)
             .with_context(|| format!("cannot create {}", ctx.items_dir.display()))?;
         // The step's own folder: a shard works in `<step>/shard-i`.
