@@ -36,6 +36,40 @@ pub struct BenchElementsArgs {
     /// Worker threads for both sides (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also time the reference's Python recipe (benches/reference_elements.py)
+    /// on the same clips with this interpreter (one with torch, torchaudio,
+    /// torchvision, torchcodec, decord), as one process and on the threads'
+    /// count of worker processes.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+/// The reference recipe's script, from the source tree.
+const REFERENCE_SCRIPT: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference_elements.py");
+
+/// Runs the reference recipe on `dir` with `workers` processes; its clips/s.
+fn reference_rate(python: &Path, dir: &Path, workers: usize) -> Result<f64> {
+    let out = Command::new(python)
+        .arg(REFERENCE_SCRIPT)
+        .arg(dir)
+        .args(["--workers", &workers.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{REFERENCE_SCRIPT} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // "...: reference recipe in Python 26.3 clips/s (...)"
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[1] == "clips/s")
+        .and_then(|w| w[0].parse().ok())
+        .with_context(|| format!("no clips/s in the reference's output: {text}"))
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -140,6 +174,7 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
                 .collect::<std::result::Result<(), _>>()
         })?;
         let ours = t.elapsed().as_secs_f64();
+        let rate = args.clips as f64 / ours;
         print!(
             "{w}x{h}: elements {:.1} clips/s ({ours:.2} s)",
             args.clips as f64 / ours
@@ -173,10 +208,24 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
         } else {
             println!("; ffmpeg CLI not installed, no floor measured");
         }
+        if let Some(py) = &args.python {
+            for workers in [1, threads] {
+                let r = reference_rate(py, &dir, workers)?;
+                println!(
+                    "{w}x{h}: the reference's recipe in Python, {workers} process(es): {r:.1} clips/s; \
+                     elements {:.1}x faster",
+                    rate / r
+                );
+            }
+        }
+    }
+    if args.python.is_some() {
+        return Ok(());
     }
     println!(
         "the reference's recipe (decord + torchaudio + torchvision, float32 .npy out): \
-         python benches/reference_elements.py {}/<size>-{}s --workers {threads} on the same clips",
+         python benches/reference_elements.py {}/<size>-{}s --workers {threads} on the same clips \
+         (or rerun with --python PYTHON)",
         args.dir.display(),
         args.seconds
     );
