@@ -7,9 +7,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// MPEG-TS packet sizes: plain, M2TS/Blu-ray (4-byte timecode prefix) and
-/// DVB with Reed-Solomon parity.
-const TS_PACKET_SIZES: [u64; 3] = [188, 192, 204];
+/// MPEG-TS packet layouts: (size, offset of the 0x47 sync byte) for plain
+/// packets, M2TS/Blu-ray (a 4-byte timecode first) and DVB with Reed-Solomon
+/// parity.
+const TS_PACKETS: [(u64, u64); 3] = [(188, 0), (192, 4), (204, 0)];
+/// Whole packets at the end whose sync bytes must be in place.
+const TS_TAIL_PACKETS: u64 = 3;
 
 /// A WAV data chunk whose size is not known when the header is written
 /// (streamed to a pipe) carries one of these; nothing can be checked then.
@@ -29,16 +32,31 @@ pub fn check(path: &Path, demuxer: &str) -> Result<(), String> {
     }
 }
 
+/// A whole transport stream ends on a packet boundary: counted back from its
+/// end, the last packets' sync bytes are where they belong (a file that
+/// starts mid-packet, as captures do, still passes).
 fn check_ts(path: &Path) -> Result<(), String> {
-    let len = std::fs::metadata(path)
+    let mut f = File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let len = f
+        .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
         .len();
-    if TS_PACKET_SIZES.iter().any(|size| len % size == 0) {
+    let mut sync_at = |at: u64| -> bool {
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).is_ok() && f.read_exact(&mut b).is_ok() && b[0] == 0x47
+    };
+    let whole = TS_PACKETS.iter().any(|&(size, offset)| {
+        len >= size
+            && (1..=TS_TAIL_PACKETS)
+                .take_while(|k| k * size <= len)
+                .all(|k| sync_at(len - k * size + offset))
+    });
+    if whole {
         return Ok(());
     }
     Err(format!(
-        "truncated: the file ends inside an MPEG-TS packet ({len} bytes is not a whole number \
-         of 188-, 192- or 204-byte packets)"
+        "truncated: the file ends inside an MPEG-TS packet (no whole 188-, 192- or 204-byte \
+         packets at its end of {len} bytes)"
     ))
 }
 
@@ -125,12 +143,28 @@ mod tests {
         assert!(e.contains("before its data chunk"), "{e}");
     }
 
-    #[test]
-    fn a_transport_stream_must_hold_whole_packets() {
-        for size in TS_PACKET_SIZES {
-            check_bytes("a.ts", &vec![0x47; size as usize * 3], "mpegts").unwrap();
+    /// `n` packets of `size` bytes with the sync byte at `offset`, the
+    /// rest of each packet zero.
+    fn ts(size: usize, offset: usize, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; size * n];
+        for k in 0..n {
+            b[k * size + offset] = 0x47;
         }
-        let e = check_bytes("a.ts", &[0x47; 188 * 3 + 100], "mpegts").unwrap_err();
+        b
+    }
+
+    #[test]
+    fn a_transport_stream_must_end_with_whole_packets() {
+        for (size, offset) in TS_PACKETS {
+            let (size, offset) = (size as usize, offset as usize);
+            check_bytes("a.ts", &ts(size, offset, 5), "mpegts").unwrap();
+            // Starting mid-packet is fine; ending mid-packet is not.
+            check_bytes("a.ts", &ts(size, offset, 5)[100..], "mpegts").unwrap();
+            let cut = ts(size, offset, 5);
+            let e = check_bytes("a.ts", &cut[..cut.len() - 100], "mpegts").unwrap_err();
+            assert!(e.contains("inside an MPEG-TS packet"), "{e}");
+        }
+        let e = check_bytes("a.ts", &[0u8; 100], "mpegts").unwrap_err();
         assert!(e.contains("inside an MPEG-TS packet"), "{e}");
         // Other demuxers are not judged by these rules.
         check_bytes("a.mp4", &[0; 100], "mov,mp4,m4a,3gp,3g2,mj2").unwrap();
