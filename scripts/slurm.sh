@@ -4,19 +4,56 @@
 # /tmp/pipeline-slurm) and prints `export SLURM_CONF=...`; `down` stops, by pid,
 # exactly what `up` started. Nothing under /etc/slurm is touched. A job in the
 # `urgent` partition preempts (cancels, state PREEMPTED) jobs of the default
-# `debug` partition that hold the CPUs it needs, as on a shared cluster. A job
-# whose processes exceed its --mem is killed (OverMemoryKill, polled each second),
-# as sites without cgroup memory limits do it.
+# `debug` partition that hold the CPUs it needs, as on a shared cluster.
+#
+# A job over its --mem is stopped as most sites do it, by a cgroup memory limit
+# (task/cgroup, ConstrainRAMSpace: the kernel kills it, Slurm says OUT_OF_MEMORY),
+# where this machine lets root make cgroup v1 memory groups; elsewhere, or with
+# SLURM_MEMORY=poll, as sites without cgroups do it (OverMemoryKill, polled each
+# second: the job ends FAILED and its log says why). SLURM_MEMORY=cgroup insists.
 set -euo pipefail
 DIR="${SLURM_DIR:-/tmp/pipeline-slurm}"
 CONF="$DIR/slurm.conf"
+CGROUP_ROOT=/sys/fs/cgroup
+
+# Whether Slurm's cgroup v1 plugin can work here: a memory hierarchy that root
+# can make groups in, and the freezer that proctrack/cgroup uses.
+cgroup_v1_usable() {
+  local probe="$CGROUP_ROOT/memory/pipeline-slurm-probe.$$"
+  [ -d "$CGROUP_ROOT/memory" ] && [ -d "$CGROUP_ROOT/freezer" ] || return 1
+  mkdir "$probe" 2>/dev/null || return 1
+  rmdir "$probe"
+}
+
+memory_mode() {
+  case "${SLURM_MEMORY:-auto}" in
+    cgroup) echo cgroup ;;
+    poll) echo poll ;;
+    auto) if cgroup_v1_usable; then echo cgroup; else echo poll; fi ;;
+    *) echo "slurm.sh: SLURM_MEMORY must be auto, cgroup or poll" >&2; return 1 ;;
+  esac
+}
 
 up() {
   # A private test cluster starts empty: no daemons, no jobs left from an earlier one.
   down
   rm -rf "$DIR/state" "$DIR/spool"
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
-  local cpus mem
+  local cpus mem mode proctrack task gather
+  mode=$(memory_mode)
+  if [ "$mode" = cgroup ]; then
+    proctrack=proctrack/cgroup task=task/cgroup gather=
+    cat > "$DIR/cgroup.conf" <<CG
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=$CGROUP_ROOT
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+CG
+  else
+    proctrack=proctrack/linuxproc task=task/none gather=JobAcctGatherParams=OverMemoryKill
+    rm -f "$DIR/cgroup.conf"
+  fi
+  echo "slurm.sh: --mem enforced by $mode" >&2
   cpus=$(nproc)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
   cat > "$CONF" <<CONF
@@ -24,15 +61,15 @@ ClusterName=pipelinetest
 SlurmctldHost=localhost
 SlurmctldPort=${SLURMCTLD_PORT:-6917}
 SlurmdPort=${SLURMD_PORT:-6918}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=$proctrack
+TaskPlugin=$task
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 ReturnToService=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=1
-JobAcctGatherParams=OverMemoryKill
+$gather
 JobCompType=jobcomp/none
 MinJobAge=300
 SchedulerParameters=sched_interval=1

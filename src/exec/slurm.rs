@@ -436,7 +436,9 @@ pub fn memory_kill_line(step_dir: &Path, job: &str) -> Option<String> {
         let text = String::from_utf8_lossy(&text);
         let hit = text.lines().find(|l| {
             let l_low = l.to_ascii_lowercase();
-            (l_low.contains("exceeded memory limit") || l_low.contains("oom_kill event"))
+            (l_low.contains("exceeded memory limit")
+                || l_low.contains("oom_kill event")
+                || l_low.contains("oom-kill event"))
                 && ours.iter().any(|o| l.contains(o.as_str()))
         });
         if let Some(l) = hit {
@@ -472,6 +474,14 @@ mod tests {
         .unwrap();
         assert!(memory_kill_line(d.path(), "77").is_some());
         assert_eq!(memory_kill_line(d.path(), "7"), None);
+        // Slurm 22.05's cgroup v1 wording, as its test cluster writes it.
+        std::fs::write(
+            d.path().join("log.4"),
+            "slurmstepd-localhost: error: Detected 1 oom-kill event(s) in StepId=88_4.batch. \
+             Some of your processes may have been killed by the cgroup out-of-memory handler.\n",
+        )
+        .unwrap();
+        assert!(memory_kill_line(d.path(), "88").is_some());
     }
     use super::*;
 
