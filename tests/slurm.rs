@@ -588,3 +588,49 @@ fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
         "{script}"
     );
 }
+
+/// Each array task's progress (here written by the command itself into its
+/// shard folder) is summed into the step's, as `status` and the head show it.
+#[test]
+fn the_progress_of_an_array_job_is_the_sum_of_its_shards() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let _turn = take_turn();
+    let ws = slurm_ws(
+        r#"
+stages:
+  counted:
+    cmd: >-
+      if [ -n "$PIPELINE_SHARD" ]; then
+        printf '{"done":%d,"failed":0,"total":5,"elapsed_ms":1000}' "$((PIPELINE_SHARD + 1))" > "$PIPELINE_STEP_DIR/progress.json";
+        touch "started-$PIPELINE_SHARD"; while [ ! -f go ]; do sleep 0.2; done;
+      else
+        echo done > counted.txt;
+      fi
+    outs: [counted.txt]
+    shards: 2
+"#,
+    );
+    let head = ws
+        .cmd()
+        .args(["run", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("both shards to start", 90, || {
+        ws.path("started-0").exists() && ws.path("started-1").exists()
+    });
+    let running = ws.status_json()["stages"][0]["running"].clone();
+    assert_eq!(running["progress"]["done"], 3, "{running}");
+    assert_eq!(running["progress"]["total"], 10, "{running}");
+    // The head shows it within its 2-second tick.
+    std::thread::sleep(Duration::from_secs(3));
+    ws.write("go", "");
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("progress    counted: 3 of 10 items"), "{err}");
+    assert_eq!(ws.read("counted.txt"), "done\n");
+}
