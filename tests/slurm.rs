@@ -43,10 +43,15 @@ fn run_slurm(ws: &Ws, extra: &[&str]) -> (i32, String) {
 
 /// Starts `pipeline run --executor slurm` in the background.
 fn spawn_slurm_run(ws: &Ws) -> std::process::Child {
+    spawn_slurm_run_to(ws, std::process::Stdio::null())
+}
+
+/// The same, its stderr (where the head reports) going to `stderr`.
+fn spawn_slurm_run_to(ws: &Ws, stderr: std::process::Stdio) -> std::process::Child {
     ws.cmd()
         .args(["run", "--executor", "slurm", "--cluster"])
         .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -117,13 +122,7 @@ impl TwoAttempts {
                 &format!("poll_min_s: {p}\npoll_max_s: {p}\nresult_wait_s: 5\nmax_retries: 1\n"),
             );
         }
-        let head = ws
-            .cmd()
-            .args(["run", "--executor", "slurm", "--cluster"])
-            .arg(ws.path("cluster.yaml"))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let head = spawn_slurm_run_to(&ws, std::process::Stdio::piped());
         wait_until("the first attempt to start", 60, || {
             ws.path("attempt").exists()
         });
@@ -612,13 +611,7 @@ stages:
     shards: 2
 "#,
     );
-    let head = ws
-        .cmd()
-        .args(["run", "--executor", "slurm", "--cluster"])
-        .arg(ws.path("cluster.yaml"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let head = spawn_slurm_run_to(&ws, std::process::Stdio::piped());
     wait_until("both shards to start", 90, || {
         ws.path("started-0").exists() && ws.path("started-1").exists()
     });

@@ -32,15 +32,21 @@ pub fn check(path: &Path, demuxer: &str) -> Result<(), String> {
     }
 }
 
-/// A whole transport stream ends on a packet boundary: counted back from its
-/// end, the last packets' sync bytes are where they belong (a file that
-/// starts mid-packet, as captures do, still passes).
-fn check_ts(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+/// The file and its length in bytes.
+fn open_sized(path: &Path) -> Result<(File, u64), String> {
+    let f = File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
     let len = f
         .metadata()
         .map_err(|e| format!("cannot read its size: {e}"))?
         .len();
+    Ok((f, len))
+}
+
+/// A whole transport stream ends on a packet boundary: counted back from its
+/// end, the last packets' sync bytes are where they belong (a file that
+/// starts mid-packet, as captures do, still passes).
+fn check_ts(path: &Path) -> Result<(), String> {
+    let (mut f, len) = open_sized(path)?;
     let mut sync_at = |at: u64| -> bool {
         let mut b = [0u8; 1];
         f.seek(SeekFrom::Start(at)).is_ok() && f.read_exact(&mut b).is_ok() && b[0] == 0x47
@@ -61,11 +67,7 @@ fn check_ts(path: &Path) -> Result<(), String> {
 }
 
 fn check_wav(path: &Path) -> Result<(), String> {
-    let mut f = File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let len = f
-        .metadata()
-        .map_err(|e| format!("cannot read its size: {e}"))?
-        .len();
+    let (mut f, len) = open_sized(path)?;
     let mut riff = [0u8; 12];
     if f.read_exact(&mut riff).is_err() || &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
         // RF64, Wave64 and the like: FFmpeg's checks are all there is.
