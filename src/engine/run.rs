@@ -426,7 +426,7 @@ enum How {
 /// node failure or preemption with requeue) starts again under the same id,
 /// and each start appends to the step's starts file: every restart not yet
 /// counted in `requeues` is an attempt, also one that happened while no head
-/// process was watching.
+/// process was watching. Returns how many times the job has started.
 async fn count_requeues(
     ws: &Workspace,
     step: StepId,
@@ -435,8 +435,9 @@ async fn count_requeues(
     attempts: &mut u32,
     requeues: &mut u32,
     rep: &dyn Reporter,
-) -> Result<()> {
-    let seen = job::starts_of(&ws.step_dir(step), job).saturating_sub(1);
+) -> Result<u32> {
+    let starts = job::starts_of(&ws.step_dir(step), job);
+    let seen = starts.saturating_sub(1);
     if seen > *requeues {
         *attempts += seen - *requeues;
         *requeues = seen;
@@ -446,7 +447,7 @@ async fn count_requeues(
             *attempts
         )));
     }
-    Ok(())
+    Ok(starts)
 }
 
 struct Running {
@@ -951,11 +952,10 @@ async fn poll_slurm(
         }
         // Array tasks start in shard folders of their own: not counted.
         if array.is_none() {
-            count_requeues(ws, r.step, &r.name, job, attempts, requeues, rep).await?;
+            let starts = count_requeues(ws, r.step, &r.name, job, attempts, requeues, rep).await?;
             // Queued again after it started: said now, counted when it
             // restarts. The start must predate this poll's query, or a job
             // starting between the query and the read would look requeued.
-            let starts = job::starts_of(&ws.step_dir(r.step), job);
             let queued = matches!(now, Some(JobState::Pending | JobState::Requeued));
             let before = std::mem::replace(starts_seen, starts);
             if queued && starts > *requeues && starts == before && starts > *told_queued {

@@ -175,10 +175,7 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
         })?;
         let ours = t.elapsed().as_secs_f64();
         let rate = args.clips as f64 / ours;
-        print!(
-            "{w}x{h}: elements {:.1} clips/s ({ours:.2} s)",
-            args.clips as f64 / ours
-        );
+        print!("{w}x{h}: elements {rate:.1} clips/s ({ours:.2} s)");
         if ffmpeg {
             let t = Instant::now();
             pool.install(|| {
