@@ -140,6 +140,80 @@ fn stage2_matches_reference() {
     );
 }
 
+/// The time-aligned A2V mode (our deviation, no reference output exists) on
+/// the golden weights and inputs, against an independent torch oracle
+/// (`tests/oracles/stage2_time_aligned.py`) that first reproduces the golden
+/// reference outputs itself, so the oracle is checked before it judges.
+#[test]
+fn stage2_time_aligned_matches_its_torch_oracle() {
+    let Some(g) = golden() else { return };
+    let Some(py) = torch_python() else {
+        eprintln!("\n*** SKIPPED: no python with torch (run scripts/setup.sh); time_aligned NOT checked ***\n");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = dir.path().join("oracle.safetensors");
+    let run_oracle = std::process::Command::new(py)
+        .arg(root().join("tests/oracles/stage2_time_aligned.py"))
+        .arg(g.join("stage2_weights.safetensors"))
+        .arg(g.join("stage2_io.safetensors"))
+        .arg(&oracle)
+        .output()
+        .unwrap();
+    assert!(
+        run_oracle.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&run_oracle.stderr)
+    );
+    let o = read_tensors(&oracle).unwrap();
+    let golden_io = read_tensors(&g.join("stage2_io.safetensors")).unwrap();
+    let names = [
+        "logit_audio",
+        "logit_final",
+        "logit_a2v",
+        "w_audio",
+        "w_a2v",
+        "mismatch_mse",
+        "v_seq",
+        "g_vis",
+    ];
+    let strip = |prefix: &str| -> BTreeMap<String, Tensor> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), o[&format!("{prefix}{n}")].shallow_clone()))
+            .collect()
+    };
+    check(&golden_io, &strip("ref_"), &names);
+    let mut inputs = BTreeMap::new();
+    for n in ["mel", "v_clip"] {
+        inputs.insert(n.to_string(), golden_io[n].shallow_clone());
+    }
+    inputs.insert("frame_times".to_string(), o["frame_times"].shallow_clone());
+    let inputs_file = dir.path().join("inputs.safetensors");
+    write_tensors(&inputs, &inputs_file).unwrap();
+    let got = forward(
+        ModelKind::Stage2,
+        "stage2_time_aligned.json",
+        &g.join("stage2_weights.safetensors"),
+        &inputs_file,
+    );
+    check(&strip("ta_"), &got, &names);
+}
+
+/// The torch venv's python (`PIPELINE_TORCH_VENV`, else the set-up's cache).
+fn torch_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("PIPELINE_TORCH_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("avdfd-pipeline/torch-2.11.0"))
+        })?;
+    let py = venv.join("bin/python");
+    py.is_file().then_some(py)
+}
+
 /// `x[i] = sin(0.001 i + phase)` over the flat index, in f64, cast to f32
 /// (the formula of `configs.json`).
 fn sine_input(shape: &[i64], phase: f64) -> Tensor {

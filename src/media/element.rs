@@ -28,6 +28,9 @@ pub struct Element {
     pub frames: Vec<u8>,
     pub window: Window,
     pub indices: [usize; N_SAMPLED],
+    /// Each sampled frame's time, seconds from the window start (the audio
+    /// window starts there too).
+    pub frame_times: [f64; N_SAMPLED],
 }
 
 /// Cuts the element of `path` whose window start is picked by `u` in `[0, 1)`.
@@ -61,11 +64,12 @@ pub fn extract(
             }
             let w = choose_window(video.frames as usize, video.fps, spec.clip_seconds, u);
             let indices = sample_16_quartile(w.start_frame, w.len, video.frames as usize - 1);
-            window = Some((w, indices));
+            window = Some((w, indices, video.fps));
             Ok(indices.to_vec())
         },
     )?;
-    let (window, indices) = window.expect("set by the picker");
+    let (window, indices, fps) = window.expect("set by the picker");
+    let frame_times = indices.map(|i| (i as f64 - window.start_frame as f64) / fps);
     let s = spec.frame_size;
     let mut frames = Vec::with_capacity(N_SAMPLED * (s * s * 3) as usize);
     for img in &clip.frames.images {
@@ -82,5 +86,6 @@ pub fn extract(
         frames,
         window,
         indices,
+        frame_times,
     })
 }

@@ -79,6 +79,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             [b, v.n_frames, 3, v.img_size, v.img_size],
             (Kind::Float, device),
         );
+        // Evenly spaced frames over the 3.2 s window (the time-aligned
+        // A2V mode reads them; their values do not change the step's cost).
+        let times = (Tensor::arange(v.n_frames, (Kind::Float, device)) * (3.2 / v.n_frames as f64))
+            .unsqueeze(0)
+            .repeat([b, 1]);
         let y = Tensor::from_slice(&[0f32, 1.0])
             .repeat([b / 2 + 1])
             .narrow(0, 0, b)
@@ -87,7 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut step = || {
             opt.zero_grad();
             let loss = autocast_bf16(use_amp, || {
-                let o = net.forward(&mel, &clip, true);
+                let o = net.forward(&mel, &clip, Some(&times), true, false);
                 losses::bce_with_logits(&o.logit_final.to_kind(Kind::Float), &y)
                     + losses::align_repel(
                         &o.mismatch_mse.to_kind(Kind::Float),

@@ -22,12 +22,14 @@ use tch::{Kind, Tensor};
 use super::category::Category;
 use super::rng::SplitMix64;
 
-/// Which side of the identity-disjoint split a clip is on.
+/// Which part of the identity-disjoint split a clip is in: training,
+/// validation (model selection, early stopping) or test (the reported metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Val,
+    Test,
 }
 
 /// One line of `manifest.jsonl`.
@@ -39,6 +41,10 @@ pub struct ClipMeta {
     pub split: Split,
     pub shard: String,
     pub index: u64,
+    /// The sampled frames' times, seconds from the window start (written by
+    /// elements version 4 and later).
+    #[serde(default)]
+    pub frame_times: Option<Vec<f32>>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -75,6 +81,8 @@ pub const MEL_BINS: i64 = 128;
 pub const MEL_FRAMES: i64 = 768;
 /// Frames per element.
 pub const N_FRAMES: i64 = 16;
+/// Seconds between mel frames (hop 64 at 16 kHz).
+pub const MEL_HOP_SECONDS: f64 = 64.0 / 16_000.0;
 
 /// An opened element folder.
 #[derive(Debug)]
@@ -335,6 +343,9 @@ pub struct Batch {
     pub mel: Tensor,
     /// `[B, 16, 3, S, S]`, ImageNet-normalised, when requested.
     pub frames: Option<Tensor>,
+    /// `[B, 16]` seconds from the window start, when every clip of the batch
+    /// has them and frames were requested.
+    pub frame_times: Option<Tensor>,
 }
 
 /// Loads one batch (called on a prefetch thread).
@@ -362,10 +373,23 @@ pub fn load_batch(set: &ElementSet, spec: &BatchSpec) -> Result<Batch> {
             .view([b, N_FRAMES, 3, s as i64, s as i64])
             .to_kind(Kind::Float)
     });
+    let times: Option<Vec<f32>> = spec
+        .clips
+        .iter()
+        .map(|&c| set.clips[c].frame_times.clone())
+        .collect::<Option<Vec<Vec<f32>>>>()
+        .map(|v| v.concat());
+    let frame_times = match times {
+        Some(t) if spec.frames && t.len() == (b * N_FRAMES) as usize => {
+            Some(Tensor::from_slice(&t).view([b, N_FRAMES]))
+        }
+        _ => None,
+    };
     Ok(Batch {
         clips: spec.clips.clone(),
         mel,
         frames,
+        frame_times,
     })
 }
 

@@ -3,7 +3,8 @@
 //! the golden files hold, so anyone can check parity at any size.
 //!
 //! Inputs (safetensors): stage 1 `mel` and optionally `labels` (ordinal);
-//! stage 2 `mel`, `v_clip [B,T,3,H,W]` and optionally `y_video`; the baseline
+//! stage 2 `mel`, `v_clip [B,T,3,H,W]`, optionally `y_video`, and `frame_times
+//! [B,T]` (seconds from the window start) when `a2v_mode` is `time_aligned`; the baseline
 //! `audio [B,time,mel]` and `video [B,3,T,H,W]`. Losses are written when their
 //! labels are given.
 
@@ -19,7 +20,7 @@ use super::checkpoint::{load_strict, read_tensors, write_tensors};
 use super::device::DeviceChoice;
 use super::losses;
 use super::stage1::{AudioPretrainNet, Stage1Config};
-use super::stage2::{AvDetector, Stage2Config};
+use super::stage2::{A2vMode, AvDetector, Stage2Config};
 
 /// Which network a command addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -208,7 +209,14 @@ pub fn forward(
                 Some(v.img_size),
             ];
             let clip = input(inputs, "v_clip", &clip_shape, inputs_path)?;
-            let o = net.forward(&mel, &clip, false);
+            let times = inputs.get("frame_times");
+            ensure!(
+                c.a2v_mode == A2vMode::Reference || times.is_some(),
+                "{}: a2v_mode time_aligned needs a `frame_times [B,{}]` input (seconds from the window start)",
+                inputs_path.display(),
+                v.n_frames
+            );
+            let o = net.forward(&mel, &clip, times, false, false);
             if let Some(y) = inputs.get("y_video") {
                 let margin = cfg.f64_or("margin_align", 0.5);
                 out.insert(

@@ -1,11 +1,30 @@
 //! Stage 2: `AVDetector`, the directionality-aware detector. A frozen stage-1
 //! audio encoder and head, a MARLIN video backbone, an audio-to-visual
 //! predictor, the discrepancy features and the confidence-aware fusion.
+//!
+//! The A2V discrepancy comes in two forms, chosen by [`A2vMode`]; neither adds
+//! a parameter, so a reference checkpoint loads into both.
+//! - `reference`: what the reference computes. The stage-1 audio tokens are
+//!   linearly interpolated along the token axis to the number of *patch*
+//!   tokens (`T' * H' * W'`, time-major), the predictor predicts every patch
+//!   token, and the discrepancy is taken on the raw features.
+//! - `time_aligned` (our deviation, README "Why the A2V branch did not
+//!   learn"): one visual representation per time step (the mean of each
+//!   tubelet's patch tokens), the audio tokens sampled at the sampled frames'
+//!   own times (plus the lead of the picture over the sound), averaged over
+//!   each tubelet's frames, and prediction and actual standardised over time
+//!   per channel before they are compared, so the discrepancy measures how
+//!   well the two move together rather than the clip's static appearance.
+//!   With the reference's form the audio a mouth token sees is up to 150 ms
+//!   off its frames (uncorrelated with the mouth at that distance) and the
+//!   error is dominated by what audio cannot predict; the branch stays at
+//!   chance on out-of-sync clips.
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+use super::data::MEL_HOP_SECONDS;
 use super::layers::{interpolate_linear, linear, TransformerEncoder};
 use super::marlin::{MarlinConfig, MarlinEncoder};
 use super::stage1::{MelPatchEncoder, SequentialHead, Stage1Config};
@@ -21,6 +40,20 @@ pub struct Stage2Config {
     pub a2v_layers: usize,
     pub predictor_dim_feedforward: i64,
     pub dropout: f64,
+    /// How the A2V discrepancy is computed (see the module doc).
+    pub a2v_mode: A2vMode,
+    /// `time_aligned` only: how far the picture leads the sound (seconds);
+    /// a frame at time `t` is paired with the audio at `t + lead`.
+    pub audio_lead_seconds: f64,
+}
+
+/// The A2V discrepancy's form (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum A2vMode {
+    #[default]
+    Reference,
+    TimeAligned,
 }
 
 impl Default for Stage2Config {
@@ -32,6 +65,8 @@ impl Default for Stage2Config {
             a2v_layers: 2,
             predictor_dim_feedforward: 1024,
             dropout: 0.1,
+            a2v_mode: A2vMode::Reference,
+            audio_lead_seconds: 0.04,
         }
     }
 }
@@ -53,7 +88,7 @@ impl VisualEncoder {
 
     /// `[B, 3, T, H, W]` -> (`v_seq [B, N, d]`, `g_vis [B, d]`). One backbone
     /// pass gives both (the reference runs it twice, MODELS.md defect 3).
-    fn forward(&self, video: &Tensor) -> (Tensor, Tensor) {
+    pub fn forward(&self, video: &Tensor) -> (Tensor, Tensor) {
         let x = self.backbone.blocks_output(video);
         let seq = self.backbone.norm.forward(&x);
         let global = self
@@ -93,6 +128,18 @@ pub struct AvDetector {
     pub audio_head: SequentialHead,
     a2v_head: SequentialHead,
     conf_net: SequentialHead,
+    mode: A2vMode,
+    audio_lead_seconds: f64,
+    /// Mel frames per audio token, and frames per tubelet.
+    audio_patch_len: i64,
+    tubelet: i64,
+}
+
+/// Per-channel standardisation over the time axis (1) of `[B, T, C]`.
+fn standardise_over_time(x: &Tensor) -> Tensor {
+    let mean = x.mean_dim(1, true, None::<Kind>);
+    let std = x.std_dim(1, true, true);
+    (x - mean) / (std + 1e-4)
 }
 
 impl AvDetector {
@@ -116,21 +163,77 @@ impl AvDetector {
             audio_head: SequentialHead::new(&vs / "audio_head", d, d, 1, p),
             a2v_head: SequentialHead::new(&vs / "a2v_head", 2 * d, d, 1, p),
             conf_net: SequentialHead::new(&vs / "conf_net", 3 * d + 2, d, 2, p),
+            mode: cfg.a2v_mode,
+            audio_lead_seconds: cfg.audio_lead_seconds,
+            audio_patch_len: cfg.audio.patch_len,
+            tubelet: cfg.visual_backbone.tubelet_size,
         }
     }
 
-    /// `mel [B, n_mels, T]`, `v_clip [B, T, 3, H, W]` (the element layout).
-    /// The frozen audio branch always runs in eval mode without gradients.
-    pub fn forward(&self, mel: &Tensor, v_clip: &Tensor, train: bool) -> Stage2Output {
+    /// `time_aligned`: the audio tokens `[B, n, d]` sampled at each frame's
+    /// time (`frame_times [B, T]`, seconds from the window start, plus the
+    /// lead), averaged over each tubelet's frames: `[B, T / tubelet, d]`.
+    fn audio_at_frames(&self, tok: &Tensor, frame_times: &Tensor) -> Tensor {
+        let (b, n, d) = tok.size3().expect("audio tokens are [B, n, d]");
+        let t = frame_times.size()[1];
+        // Mel frame k is centred at k hops (center=True); token j holds
+        // frames [j*P, (j+1)*P), so its centre is at j*P + (P-1)/2 hops.
+        let p = self.audio_patch_len as f64;
+        let coord = (((frame_times + self.audio_lead_seconds) / MEL_HOP_SECONDS - (p - 1.0) / 2.0)
+            / p)
+            .clamp(0.0, (n - 1) as f64);
+        let lo = coord.floor().to_kind(Kind::Int64);
+        let hi = (&lo + 1).clamp_max(n - 1);
+        let frac = (&coord - lo.to_kind(coord.kind())).unsqueeze(-1);
+        let pick = |idx: &Tensor| tok.gather(1, &idx.unsqueeze(-1).expand([b, t, d], false), false);
+        let at = pick(&lo) * (-&frac + 1.0) + pick(&hi) * &frac;
+        at.view([b, t / self.tubelet, self.tubelet, d])
+            .mean_dim(2, false, None::<Kind>)
+    }
+
+    /// `mel [B, n_mels, T]`, `v_clip [B, T, 3, H, W]` (the element layout),
+    /// `frame_times [B, T]` (seconds from the window start; `time_aligned`
+    /// needs them). The frozen audio branch never gets gradients; it runs
+    /// with its dropout on only when `audio_train` (the reference's
+    /// `model.train()` on the whole detector; see `Stage2Params`).
+    pub fn forward(
+        &self,
+        mel: &Tensor,
+        v_clip: &Tensor,
+        frame_times: Option<&Tensor>,
+        train: bool,
+        audio_train: bool,
+    ) -> Stage2Output {
         let (audio, logit_audio) = tch::no_grad(|| {
-            let a = self.audio_enc.forward(mel, false);
-            let l = self.audio_head.forward(&a.feat, false).squeeze_dim(-1);
+            let a = self.audio_enc.forward(mel, audio_train);
+            let l = self
+                .audio_head
+                .forward(&a.feat, audio_train)
+                .squeeze_dim(-1);
             (a, l)
         });
         let video = v_clip.permute([0, 2, 1, 3, 4]);
         let (v_seq, g_vis) = self.vis_enc.forward(&video);
+        let (v_seq, aligned) = match self.mode {
+            A2vMode::Reference => {
+                let n = v_seq.size()[1];
+                let aligned = interpolate_linear(&audio.tok.transpose(1, 2), n).transpose(1, 2);
+                (v_seq, aligned)
+            }
+            A2vMode::TimeAligned => {
+                let times = frame_times
+                    .expect("time_aligned needs frame times (the batch loader supplies them)");
+                let aligned = self.audio_at_frames(&audio.tok, times);
+                let (b, n, d) = v_seq.size3().expect("v_seq is [B, N, d]");
+                let steps = aligned.size()[1];
+                let per_step =
+                    v_seq
+                        .view([b, steps, n / steps, d])
+                        .mean_dim(2, false, None::<Kind>);
+                (per_step, aligned)
+            }
+        };
         let n = v_seq.size()[1];
-        let aligned = interpolate_linear(&audio.tok.transpose(1, 2), n).transpose(1, 2);
         let seq = Tensor::cat(&[g_vis.unsqueeze(1), aligned], 1);
         let pred_v = self
             .predictor
@@ -138,7 +241,14 @@ impl AvDetector {
             .forward(&seq, train)
             .narrow(1, 1, n)
             .apply(&self.predictor.to_frame_feat);
-        let delta = &pred_v - &v_seq;
+        let (pred_c, v_c) = match self.mode {
+            A2vMode::Reference => (pred_v.shallow_clone(), v_seq.shallow_clone()),
+            A2vMode::TimeAligned => (
+                standardise_over_time(&pred_v),
+                standardise_over_time(&v_seq),
+            ),
+        };
+        let delta = &pred_c - &v_c;
         let diff = delta.abs().amax([1i64].as_slice(), false);
         let fused = Tensor::cat(&[&diff, &g_vis], 1);
         let mismatch_mse = delta

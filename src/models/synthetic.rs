@@ -17,8 +17,10 @@ use super::rng::SplitMix64;
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
     pub identities: usize,
-    /// Identities `0..val_identities` go to validation, the rest to training.
+    /// Identities `0..val_identities` go to validation, the next
+    /// `test_identities` to test, the rest to training.
     pub val_identities: usize,
+    pub test_identities: usize,
     pub categories: Vec<Category>,
     /// Clips per (identity, category).
     pub clips_each: usize,
@@ -101,7 +103,13 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
                 "source_blake3": "",
                 "window_start_sec": 0.0,
                 "start_frame": 0,
-                "split": if *id < spec.val_identities { "val" } else { "train" },
+                "split": if *id < spec.val_identities {
+                    "val"
+                } else if *id < spec.val_identities + spec.test_identities {
+                    "test"
+                } else {
+                    "train"
+                },
                 "shard": shard,
                 "index": index,
             });
@@ -115,4 +123,138 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
             .with_context(|| format!("writing {shard}"))?;
     }
     Ok(())
+}
+
+/// What [`write_sync_elements`] generates.
+#[derive(Debug, Clone)]
+pub struct SyncSpec {
+    /// Identities per split part: (train, val, test).
+    pub identities: (usize, usize, usize),
+    pub frame_size: i64,
+    /// How far the mouth leads the sound (seconds).
+    pub lead_seconds: f64,
+    pub seed: u64,
+}
+
+/// The quartile sampler's frame times in a 3.2 s window at 25 fps (80
+/// frames, slices of 10, frames 2 and 7 of each), seconds from its start.
+pub fn nominal_frame_times() -> Vec<f32> {
+    (0..N_FRAMES as usize)
+        .map(|k| (10 * (k / 2) + if k % 2 == 0 { 2 } else { 7 }) as f32 / 25.0)
+        .collect()
+}
+
+/// A syllable envelope: (start, duration, peak) triples over 3.2 s.
+fn syllables(rng: &mut SplitMix64) -> Vec<(f64, f64, f64)> {
+    let mut out = Vec::new();
+    let mut t = 0.05 + 0.2 * rng.next_f64();
+    while t < 3.1 {
+        let dur = 0.12 + 0.13 * rng.next_f64();
+        out.push((t, dur, 0.55 + 0.45 * rng.next_f64()));
+        t += dur + 0.05 + 0.2 * rng.next_f64();
+    }
+    out
+}
+
+fn envelope(syl: &[(f64, f64, f64)], t: f64) -> f64 {
+    syl.iter()
+        .find(|s| t >= s.0 && t < s.0 + s.1)
+        .map_or(0.0, |s| {
+            s.2 * (std::f64::consts::PI * (t - s.0) / s.1).sin()
+        })
+}
+
+/// Writes an element set that holds lip sync and nothing else: every clip's
+/// mel is a voice whose loudness follows a syllable envelope, and its frames
+/// show a face whose mouth opens with an envelope (at the sampled frames'
+/// times plus the lead), with head jitter and pixel noise. RVRA clips use
+/// the sound's own envelope; FVRA clips another one of the same identity,
+/// with no other difference, so only an audio-visual comparison tells them
+/// apart. The manifest holds the frame times.
+pub fn write_sync_elements(dir: &Path, spec: &SyncSpec) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (n_train, n_val, n_test) = spec.identities;
+    let s = spec.frame_size as usize;
+    let times = nominal_frame_times();
+    let mut manifest = String::new();
+    let (mut mels, mut frames) = (Vec::new(), Vec::new());
+    let mut index = 0;
+    for id in 0..n_train + n_val + n_test {
+        let split = if id < n_train {
+            "train"
+        } else if id < n_train + n_val {
+            "val"
+        } else {
+            "test"
+        };
+        let mut rng = SplitMix64::new(&[spec.seed, 0x5_1c, id as u64]);
+        let pitch = 2.0 + 6.0 * rng.next_f64();
+        let skin = 0.45 + 0.3 * rng.next_f64();
+        for cat in [Category::Rvra, Category::Fvra] {
+            let sound = syllables(&mut rng);
+            let other = syllables(&mut rng);
+            let mouth = if cat == Category::Rvra {
+                &sound
+            } else {
+                &other
+            };
+            let noise = normal(&mut rng, (MEL_BINS * MEL_FRAMES) as usize);
+            let mut mel = vec![0f32; (MEL_BINS * MEL_FRAMES) as usize];
+            for f in 0..MEL_FRAMES as usize {
+                let e = envelope(&sound, f as f64 * super::data::MEL_HOP_SECONDS);
+                for b in 0..MEL_BINS as usize {
+                    let timbre = 0.5 + 0.5 * (b as f64 / pitch).cos();
+                    let i = b * MEL_FRAMES as usize + f;
+                    mel[i] = ((e * timbre + 1e-3).ln() + 0.3 * noise[i] as f64) as f32;
+                }
+            }
+            let m = mel.iter().map(|&v| v as f64).sum::<f64>() / mel.len() as f64;
+            let sd = (mel.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>()
+                / (mel.len() - 1) as f64)
+                .sqrt();
+            mels.extend(mel.iter().map(|&v| ((v as f64 - m) / (sd + 1e-6)) as f32));
+            let pixel_noise = uniform(&mut rng, N_FRAMES as usize * s * s);
+            for (k, &t) in times.iter().enumerate() {
+                let open = envelope(mouth, t as f64 + spec.lead_seconds);
+                let (jx, jy) = (rng.next_f64() * 2.0 - 1.0, rng.next_f64() * 2.0 - 1.0);
+                let (cx, cy) = (s as f64 * 0.5 + jx, s as f64 * 0.7 + jy);
+                let (rx, ry) = (s as f64 * 0.2, s as f64 * (0.03 + 0.12 * open));
+                for y in 0..s {
+                    for x in 0..s {
+                        let (dx, dy) = ((x as f64 + 0.5 - cx) / rx, (y as f64 + 0.5 - cy) / ry);
+                        let inside = dx * dx + dy * dy < 1.0;
+                        let v = if inside { 0.1 } else { skin }
+                            + 0.1 * (pixel_noise[(k * s + y) * s + x] as f64 - 0.5);
+                        let px = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                        frames.extend_from_slice(&[px, px, px]);
+                    }
+                }
+            }
+            let rec = serde_json::json!({
+                "key": format!("id{id:05}/{}", cat.folder()),
+                "identity": format!("id{id:05}"),
+                "category": cat.folder(),
+                "split": split,
+                "shard": "shard-00000.safetensors",
+                "index": index,
+                "frame_times": times,
+            });
+            manifest.push_str(&format!("{rec}\n"));
+            index += 1;
+        }
+    }
+    let n = index as i64;
+    let tensors = [
+        (
+            "frames",
+            Tensor::from_slice(&frames).view([n, N_FRAMES, spec.frame_size, spec.frame_size, 3]),
+        ),
+        (
+            "mel",
+            Tensor::from_slice(&mels).view([n, MEL_BINS, MEL_FRAMES]),
+        ),
+    ];
+    Tensor::write_safetensors(&tensors, dir.join("shard-00000.safetensors"))
+        .context("writing the sync element set")?;
+    std::fs::write(dir.join("manifest.jsonl"), manifest).context("writing its manifest")
 }
