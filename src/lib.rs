@@ -8,6 +8,7 @@
 //! [`store`], [`hash`]; the heavy domain modules `media` (FFmpeg) and `models`
 //! (libtorch) sit behind the cargo features of the same names.
 
+pub mod auc;
 pub mod engine;
 pub mod exec;
 pub mod hash;

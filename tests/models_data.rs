@@ -19,6 +19,7 @@ fn set() -> (tempfile::TempDir, ElementSet) {
         &SyntheticSpec {
             identities: 4,
             val_identities: 1,
+            test_identities: 0,
             categories: vec![Category::Rvra, Category::Rvfa, Category::RvfaVc],
             clips_each: 2,
             frame_size: 16,
@@ -134,6 +135,7 @@ fn synthetic_elements_ignore_other_threads_draws() {
     let spec = SyntheticSpec {
         identities: 3,
         val_identities: 1,
+        test_identities: 0,
         categories: vec![Category::Rvra, Category::Fvfa],
         clips_each: 2,
         frame_size: 16,

@@ -47,6 +47,7 @@ fn demo_profile_trains_in_minutes() {
         &SyntheticSpec {
             identities: 24,
             val_identities: 7,
+            test_identities: 0,
             categories: ALL.to_vec(),
             clips_each: 1,
             frame_size: 96,

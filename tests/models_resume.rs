@@ -103,6 +103,7 @@ fn killed_training_resumes_to_identical_weights() {
         &SyntheticSpec {
             identities: 6,
             val_identities: 2,
+            test_identities: 0,
             categories: vec![
                 Category::Rvra,
                 Category::Rvfa,

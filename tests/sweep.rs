@@ -55,6 +55,7 @@ fn workspace(stage1_epochs: usize, grid: Value) -> Ws {
         &SyntheticSpec {
             identities: 8,
             val_identities: 3,
+            test_identities: 0,
             categories: ALL.to_vec(),
             clips_each: 1,
             frame_size: 32,

@@ -10,37 +10,85 @@
 //! `average_precision_score`); a score `>= 0.5` predicts fake; the EER is where
 //! the linear interpolation between consecutive ROC points crosses FPR = FNR.
 //! A metric undefined for the data (one class missing) is `None`.
+//!
+//! Uncertainty: [`auc_interval`] is the 95 % percentile bootstrap interval of
+//! the AUC. Each replicate resamples the real and the fake clips separately,
+//! with replacement, keeping both counts (the AUC is a two-sample statistic);
+//! the draws come from a generator seeded by the caller's seed and the
+//! interval's name, so every interval is reproducible on its own.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::category::Category;
+use super::rng::SplitMix64;
 
-/// ROC AUC of `scores` for binary `labels` (true = positive = fake).
-pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
-    let n_pos = labels.iter().filter(|&&l| l).count();
-    let n_neg = labels.len() - n_pos;
-    if n_pos == 0 || n_neg == 0 {
+/// A 95 % interval `[lo, hi]`.
+pub type Interval = [f64; 2];
+
+/// How the bootstrap intervals of a report are drawn.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub replicates: usize,
+    pub seed: u64,
+}
+
+/// The `q` quantile of sorted values, linearly interpolated between order
+/// statistics (NumPy's default).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// 95 % percentile bootstrap interval of [`roc_auc`]; `None` when the AUC
+/// is undefined or `replicates` is 0. `stream` names the interval (mixed
+/// into the seed).
+pub fn auc_interval(
+    scores: &[f64],
+    labels: &[bool],
+    boot: Bootstrap,
+    stream: &str,
+) -> Option<Interval> {
+    roc_auc(scores, labels)?;
+    if boot.replicates == 0 {
         return None;
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    // Average 1-based ranks over runs of equal scores.
-    let mut rank_sum_pos = 0.0;
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum_pos += avg_rank * order[i..=j].iter().filter(|&&k| labels[k]).count() as f64;
-        i = j + 1;
-    }
-    let (p, n) = (n_pos as f64, n_neg as f64);
-    Some((rank_sum_pos - p * (p + 1.0) / 2.0) / (p * n))
+    let pos: Vec<f64> = (0..scores.len())
+        .filter(|&i| labels[i])
+        .map(|i| scores[i])
+        .collect();
+    let neg: Vec<f64> = (0..scores.len())
+        .filter(|&i| !labels[i])
+        .map(|i| scores[i])
+        .collect();
+    let key = u64::from_le_bytes(
+        blake3::hash(stream.as_bytes()).as_bytes()[..8]
+            .try_into()
+            .ok()?,
+    );
+    let mut rng = SplitMix64::new(&[boot.seed, key]);
+    let mut s = Vec::with_capacity(scores.len());
+    let mut l = Vec::with_capacity(scores.len());
+    let mut aucs: Vec<f64> = (0..boot.replicates)
+        .map(|_| {
+            s.clear();
+            l.clear();
+            for (group, label) in [(&pos, true), (&neg, false)] {
+                for _ in 0..group.len() {
+                    s.push(group[rng.below(group.len())]);
+                    l.push(label);
+                }
+            }
+            roc_auc(&s, &l).expect("both classes are drawn")
+        })
+        .collect();
+    aucs.sort_by(f64::total_cmp);
+    Some([quantile(&aucs, 0.025), quantile(&aucs, 0.975)])
 }
+
+pub use crate::auc::roc_auc;
 
 /// Cumulative (false positives, true positives) at each distinct threshold,
 /// from the highest score down.
@@ -117,6 +165,9 @@ pub fn eer(scores: &[f64], labels: &[bool]) -> Option<f64> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MetricSet {
     pub auc: Option<f64>,
+    /// 95 % bootstrap interval of `auc` (reports made with a [`Bootstrap`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auc_ci95: Option<Interval>,
     pub ap: Option<f64>,
     pub acc: Option<f64>,
     pub eer: Option<f64>,
@@ -129,6 +180,7 @@ impl MetricSet {
         let n_fake = labels.iter().filter(|&&l| l).count();
         Self {
             auc: roc_auc(scores, labels),
+            auc_ci95: None,
             ap: average_precision(scores, labels),
             acc: accuracy(scores, labels),
             eer: eer(scores, labels),
@@ -163,6 +215,16 @@ pub struct Report {
 
 /// Builds the report of a set of scored clips.
 pub fn report(clips: &[ScoredClip]) -> Report {
+    report_with(clips, None)
+}
+
+/// [`report`] with the bootstrap interval of every AUC (overall and per
+/// category, for every score), each drawn from its own seeded stream.
+pub fn report_with_intervals(clips: &[ScoredClip], boot: Bootstrap) -> Report {
+    report_with(clips, Some(boot))
+}
+
+fn report_with(clips: &[ScoredClip], boot: Option<Bootstrap>) -> Report {
     let names: Vec<&'static str> = clips
         .first()
         .map(|c| c.scores.keys().copied().collect())
@@ -172,18 +234,22 @@ pub fn report(clips: &[ScoredClip]) -> Report {
     let categories: std::collections::BTreeSet<Category> =
         clips.iter().map(|c| c.category).collect();
     for name in &names {
-        let select = |keep: &dyn Fn(&ScoredClip) -> bool| {
+        let select = |stream: &str, keep: &dyn Fn(&ScoredClip) -> bool| {
             let chosen: Vec<&ScoredClip> = clips.iter().filter(|c| keep(c)).collect();
             let s: Vec<f64> = chosen.iter().map(|c| c.scores[name]).collect();
             let l: Vec<bool> = chosen.iter().map(|c| c.label).collect();
-            MetricSet::compute(&s, &l)
+            let mut m = MetricSet::compute(&s, &l);
+            if let Some(b) = boot {
+                m.auc_ci95 = auc_interval(&s, &l, b, &format!("{name}/{stream}"));
+            }
+            m
         };
-        overall.insert(name.to_string(), select(&|_| true));
+        overall.insert(name.to_string(), select("overall", &|_| true));
         let mut per = BTreeMap::new();
         for &cat in categories.iter().filter(|c| c.y_video()) {
             per.insert(
                 cat.folder().to_string(),
-                select(&|c| !c.label || c.category == cat),
+                select(cat.folder(), &|c| !c.label || c.category == cat),
             );
         }
         per_category.insert(name.to_string(), per);

@@ -13,11 +13,11 @@ use super::category::Category;
 use super::data::{self, AudioInput, Augment, Batch, BatchSpec, ElementSet, Split};
 use super::layers::interpolate_linear;
 use super::losses;
-use super::metrics::{self, ScoredClip};
+use super::metrics::ScoredClip;
 use super::optim::{ParamGroup, Schedule};
 use super::stage1::{AudioPretrainNet, Stage1Config};
-use super::stage2::{AvDetector, Stage2Config};
-use super::train::{params_with_prefix, Recipe, Task};
+use super::stage2::{A2vMode, AvDetector, Stage2Config};
+use super::train::{params_with_prefix, Recipe, Selection, SelectionMetric, Task};
 
 fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(
@@ -110,11 +110,11 @@ impl Task for Stage1Task<'_> {
         .collect()
     }
 
-    fn val_batches(&self) -> Vec<BatchSpec> {
+    fn eval_batches(&self, split: Split) -> Vec<BatchSpec> {
         let keep = |c: Category| c == Category::Rvra || self.params.val_fakes.contains(&c);
         let clips: Vec<usize> = self
             .set
-            .split(Split::Val)
+            .split(split)
             .into_iter()
             .filter(|&i| keep(self.set.clips[i].category))
             .collect();
@@ -144,11 +144,11 @@ impl Task for Stage1Task<'_> {
         Ok((supcon + bce + ring, parts))
     }
 
-    fn validate(
+    fn score(
         &self,
         batches: &mut dyn Iterator<Item = Result<Batch>>,
         device: Device,
-    ) -> Result<(f64, serde_json::Value)> {
+    ) -> Result<Vec<ScoredClip>> {
         let mut clips = Vec::new();
         for batch in batches {
             let batch = batch?;
@@ -158,7 +158,14 @@ impl Task for Stage1Task<'_> {
                 clips.push(scored(cat, [("audio", p)], None));
             }
         }
-        finish(&clips, "audio", |m| m.ap)
+        Ok(clips)
+    }
+
+    fn selection(&self) -> Selection {
+        Selection {
+            score: "audio",
+            metric: SelectionMetric::Ap,
+        }
     }
 }
 
@@ -206,17 +213,6 @@ fn eval_specs(clips: &[usize], batch: usize, frames: bool) -> Vec<BatchSpec> {
         .collect()
 }
 
-/// The report as JSON and the selection metric of score `key` (0 when undefined).
-fn finish(
-    clips: &[ScoredClip],
-    key: &str,
-    pick: fn(&metrics::MetricSet) -> Option<f64>,
-) -> Result<(f64, serde_json::Value)> {
-    let report = metrics::report(clips);
-    let metric = report.overall.get(key).and_then(pick).unwrap_or(0.0);
-    Ok((metric, serde_json::to_value(&report)?))
-}
-
 /// Stage 2 parameters (`config/<profile>/stage2.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -228,6 +224,13 @@ pub struct Stage2Params {
     pub lambda_align: f64,
     pub margin_align: f64,
     pub augment: Augment,
+    /// Run the frozen stage-1 encoder and audio head with their dropout on
+    /// while training, as the reference does (its `model.train()` reaches
+    /// them; `requires_grad=False` does not switch dropout off). Off by
+    /// default: a frozen branch whose scores jitter between steps feeds the
+    /// fusion noise it cannot learn from, and at evaluation it runs without
+    /// dropout anyway (README: "Where the port trains differently").
+    pub frozen_audio_dropout: bool,
 }
 
 impl Default for Stage2Params {
@@ -243,6 +246,7 @@ impl Default for Stage2Params {
             lambda_align: 0.5,
             margin_align: 0.5,
             augment: Augment::default(),
+            frozen_audio_dropout: false,
         }
     }
 }
@@ -298,22 +302,13 @@ impl Task for Stage2Task<'_> {
         )
     }
 
-    fn val_batches(&self) -> Vec<BatchSpec> {
-        eval_specs(
-            &self.set.split(Split::Val),
-            self.params.recipe.batch_size,
-            true,
-        )
+    fn eval_batches(&self, split: Split) -> Vec<BatchSpec> {
+        eval_specs(&self.set.split(split), self.params.recipe.batch_size, true)
     }
 
     fn loss(&self, batch: &Batch, device: Device) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
         let cats = categories(self.set, batch);
-        let frames = batch.frames.as_ref().expect("stage 2 batches carry frames");
-        let o = self.net.forward(
-            &batch.mel.to_device(device),
-            &frames.to_device(device),
-            true,
-        );
+        let o = self.forward(batch, device, true)?;
         let y = float_labels(&cats, device);
         let bce = losses::bce_with_logits(&o.logit_final.to_kind(Kind::Float), &y);
         let align = losses::align_repel(
@@ -328,20 +323,15 @@ impl Task for Stage2Task<'_> {
         Ok((bce + align * self.params.lambda_align, parts))
     }
 
-    fn validate(
+    fn score(
         &self,
         batches: &mut dyn Iterator<Item = Result<Batch>>,
         device: Device,
-    ) -> Result<(f64, serde_json::Value)> {
+    ) -> Result<Vec<ScoredClip>> {
         let mut clips = Vec::new();
         for batch in batches {
             let batch = batch?;
-            let frames = batch.frames.as_ref().expect("stage 2 batches carry frames");
-            let o = self.net.forward(
-                &batch.mel.to_device(device),
-                &frames.to_device(device),
-                false,
-            );
+            let o = self.forward(&batch, device, false)?;
             let fin = to_f64s(&o.logit_final.sigmoid())?;
             let aud = to_f64s(&o.logit_audio.sigmoid())?;
             let a2v = to_f64s(&o.logit_a2v.sigmoid())?;
@@ -355,7 +345,40 @@ impl Task for Stage2Task<'_> {
                 ));
             }
         }
-        finish(&clips, "final", |m| m.ap)
+        Ok(clips)
+    }
+
+    fn selection(&self) -> Selection {
+        Selection {
+            score: "final",
+            metric: SelectionMetric::Ap,
+        }
+    }
+}
+
+impl Stage2Task<'_> {
+    fn forward(
+        &self,
+        batch: &Batch,
+        device: Device,
+        train: bool,
+    ) -> Result<super::stage2::Stage2Output> {
+        let frames = batch.frames.as_ref().expect("stage 2 batches carry frames");
+        let times = batch.frame_times.as_ref().map(|t| t.to_device(device));
+        if self.params.model.a2v_mode == A2vMode::TimeAligned && times.is_none() {
+            anyhow::bail!(
+                "stage2: a2v_mode time_aligned needs each clip's frame times, which this \
+                 element set's manifest does not hold; extract the elements again (elements \
+                 version 4 writes them) or set a2v_mode to reference"
+            );
+        }
+        Ok(self.net.forward(
+            &batch.mel.to_device(device),
+            &frames.to_device(device),
+            times.as_ref(),
+            train,
+            train && self.params.frozen_audio_dropout,
+        ))
     }
 }
 
@@ -492,12 +515,8 @@ impl Task for BaselineTask<'_> {
         )
     }
 
-    fn val_batches(&self) -> Vec<BatchSpec> {
-        eval_specs(
-            &self.set.split(Split::Val),
-            self.params.recipe.batch_size,
-            true,
-        )
+    fn eval_batches(&self, split: Split) -> Vec<BatchSpec> {
+        eval_specs(&self.set.split(split), self.params.recipe.batch_size, true)
     }
 
     fn loss(&self, batch: &Batch, device: Device) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
@@ -510,11 +529,11 @@ impl Task for BaselineTask<'_> {
         Ok((ce, parts))
     }
 
-    fn validate(
+    fn score(
         &self,
         batches: &mut dyn Iterator<Item = Result<Batch>>,
         device: Device,
-    ) -> Result<(f64, serde_json::Value)> {
+    ) -> Result<Vec<ScoredClip>> {
         let mut clips = Vec::new();
         for batch in batches {
             let batch = batch?;
@@ -525,6 +544,13 @@ impl Task for BaselineTask<'_> {
                 clips.push(scored(cat, [("final", p)], None));
             }
         }
-        finish(&clips, "final", |m| m.auc)
+        Ok(clips)
+    }
+
+    fn selection(&self) -> Selection {
+        Selection {
+            score: "final",
+            metric: SelectionMetric::Auc,
+        }
     }
 }

@@ -14,14 +14,15 @@ use tch::{nn::VarStore, Device};
 
 use super::baseline::{VideoCavMaeFt, HEAD_PREFIXES};
 use super::checkpoint::{load_mapped, load_matching, load_strict, save_vars};
-use super::data::ElementSet;
+use super::data::{ElementSet, Prefetcher, Split};
 use super::device::DeviceChoice;
+use super::metrics::{self, Bootstrap, ScoredClip};
 use super::recipes::{
     AudioNorm, BaselineParams, BaselineTask, Stage1Params, Stage1Task, Stage2Params, Stage2Task,
 };
 use super::stage1::AudioPretrainNet;
 use super::stage2::AvDetector;
-use super::train::{fit, CheckpointDir, FitOptions, Task, TrainState};
+use super::train::{fit, CheckpointDir, FitOptions, Recipe, Task, TrainState};
 
 /// Where a training stage reads and writes.
 pub struct StagePaths<'a> {
@@ -69,32 +70,45 @@ fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> 
     Ok(())
 }
 
-/// After training: reload the best weights, validate once more for the
-/// report, write the outputs.
+/// After training: reload the best weights (chosen on validation), score
+/// the validation and the test clips once more, write the outputs. The test
+/// report carries the bootstrap intervals; the validation report is the one
+/// the model was selected on, so it is optimistic and says so by its name.
 fn finish(
     task: &dyn Task,
     set: &Arc<ElementSet>,
     vs: &mut VarStore,
     state: &TrainState,
     paths: &StagePaths<'_>,
-    recipe_workers: usize,
+    recipe: &Recipe,
     extra: serde_json::Value,
 ) -> Result<()> {
     let ckpt = CheckpointDir(paths.work.join("checkpoints"));
     load_strict(vs, &ckpt.best())?;
     let device = vs.device();
-    let mut batches =
-        super::data::Prefetcher::start(set.clone(), task.val_batches(), recipe_workers, 2);
-    let (metric, report) = tch::no_grad(|| task.validate(&mut batches, device))?;
+    let score = |split: Split| -> Result<Vec<ScoredClip>> {
+        let mut batches =
+            Prefetcher::start(set.clone(), task.eval_batches(split), recipe.workers, 2);
+        tch::no_grad(|| task.score(&mut batches, device))
+    };
+    let val = metrics::report(&score(Split::Val)?);
+    let test_clips = score(Split::Test)?;
+    let boot = Bootstrap {
+        replicates: recipe.bootstrap_replicates,
+        seed: recipe.seed,
+    };
+    let test = (!test_clips.is_empty()).then(|| metrics::report_with_intervals(&test_clips, boot));
     std::fs::create_dir_all(paths.out)?;
     save_vars(vs, &paths.out.join("model.safetensors"))?;
     let metrics = serde_json::json!({
         "stage": task.name(),
         "best_epoch": state.best_epoch,
-        "selection_metric": metric,
+        "selection_metric": task.selection().of(&val),
         "epochs_run": state.epochs_done,
         "stopped_early": state.stopped_early,
-        "report": report,
+        "validation": val,
+        "test": test,
+        "bootstrap": boot,
         "extra": extra,
     });
     std::fs::write(
@@ -138,7 +152,7 @@ pub fn run_stage1(params: &Stage1Params, paths: &StagePaths<'_>) -> Result<Train
         &mut vs,
         &state,
         paths,
-        params.recipe.workers,
+        &params.recipe,
         serde_json::Value::Null,
     )?;
     Ok(state)
@@ -188,7 +202,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
         &mut vs,
         &state,
         paths,
-        params.recipe.workers,
+        &params.recipe,
         serde_json::Value::Null,
     )?;
     Ok(state)
@@ -222,14 +236,6 @@ pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<T
     let groups = BaselineTask::groups(&vs, params.head_lr_scale);
     let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
     let extra = serde_json::json!({ "audio_norm": norm });
-    finish(
-        &task,
-        &set,
-        &mut vs,
-        &state,
-        paths,
-        params.recipe.workers,
-        extra,
-    )?;
+    finish(&task, &set, &mut vs, &state, paths, &params.recipe, extra)?;
     Ok(state)
 }

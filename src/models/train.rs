@@ -19,7 +19,8 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use super::amp::autocast_bf16;
 use super::checkpoint::{load_strict, read_tensors, save_vars, write_tensors};
-use super::data::{Batch, BatchSpec, ElementSet, Prefetcher};
+use super::data::{Batch, BatchSpec, ElementSet, Prefetcher, Split};
+use super::metrics::{self, Report, ScoredClip};
 use super::optim::{AdamW, ParamGroup, Schedule};
 
 /// The recipe shared by all stages (each stage's config embeds it).
@@ -42,6 +43,9 @@ pub struct Recipe {
     pub prefetch: usize,
     /// Mixed precision (bf16 autocast) when training on CUDA.
     pub amp: bool,
+    /// Bootstrap replicates of each reported AUC's 95 % interval (drawn
+    /// from `seed`); 0 reports no intervals.
+    pub bootstrap_replicates: usize,
 }
 
 impl Default for Recipe {
@@ -61,6 +65,7 @@ impl Default for Recipe {
             workers: 2,
             prefetch: 2,
             amp: true,
+            bootstrap_replicates: 1000,
         }
     }
 }
@@ -69,19 +74,46 @@ impl Default for Recipe {
 pub trait Task {
     /// The training batches of `epoch`, in order.
     fn train_batches(&self, epoch: usize) -> Vec<BatchSpec>;
-    /// The validation batches.
-    fn val_batches(&self) -> Vec<BatchSpec>;
+    /// The evaluation batches of `split` (validation selects the model, test
+    /// is reported).
+    fn eval_batches(&self, split: Split) -> Vec<BatchSpec>;
     /// The loss of one training batch (on `device`), and its named parts.
     fn loss(&self, batch: &Batch, device: Device) -> Result<(Tensor, Vec<(&'static str, f64)>)>;
-    /// Validates on the given batches: the selection metric (higher is
-    /// better) and the full metrics as JSON.
-    fn validate(
+    /// Scores every clip of the given batches (in eval mode).
+    fn score(
         &self,
         batches: &mut dyn Iterator<Item = Result<Batch>>,
         device: Device,
-    ) -> Result<(f64, serde_json::Value)>;
+    ) -> Result<Vec<ScoredClip>>;
+    /// What model selection maximises.
+    fn selection(&self) -> Selection;
     /// The stage's name, for progress lines.
     fn name(&self) -> &'static str;
+}
+
+/// The selection metric: one metric of one score, over every clip.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub score: &'static str,
+    pub metric: SelectionMetric,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SelectionMetric {
+    Ap,
+    Auc,
+}
+
+impl Selection {
+    /// The metric's value in `report` (0 when undefined).
+    pub fn of(&self, report: &Report) -> f64 {
+        let m = report.overall.get(self.score);
+        match self.metric {
+            SelectionMetric::Ap => m.and_then(|m| m.ap),
+            SelectionMetric::Auc => m.and_then(|m| m.auc),
+        }
+        .unwrap_or(0.0)
+    }
 }
 
 /// One line of `history.jsonl`.
@@ -233,11 +265,14 @@ pub fn fit(
                 acc.1 += v;
             }
         }
-        let val_specs = task.val_batches();
+        let val_specs = task.eval_batches(Split::Val);
         let mut val_iter =
             Prefetcher::start(set.clone(), val_specs, recipe.workers, recipe.prefetch);
-        let (metric, val) =
-            tch::no_grad(|| autocast_bf16(use_amp, || task.validate(&mut val_iter, opts.device)))?;
+        let clips =
+            tch::no_grad(|| autocast_bf16(use_amp, || task.score(&mut val_iter, opts.device)))?;
+        let report = metrics::report(&clips);
+        let metric = task.selection().of(&report);
+        let val = serde_json::to_value(&report)?;
         let improved = state.best_metric.is_none_or(|b| metric > b);
         if improved {
             save_vars(vs, &dir.best())?;

@@ -1,7 +1,8 @@
 //! The `elements` stage: one element (z-scored log-mel + 16 RGB frames) per
 //! video (or `clips_per_video` of them, keyed `<key>#j`) of the
 //! FakeAVCeleb-shaped trees it reads, written as safetensors
-//! shards plus a `manifest.jsonl`, with the identity-disjoint train/val split.
+//! shards plus a `manifest.jsonl`, with the identity-disjoint
+//! train/validation/test split.
 //!
 //! Items are videos. Each finished item is memoized in the stage's items
 //! folder under its own fingerprint (source BLAKE3, key, the extraction
@@ -32,7 +33,8 @@ use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
 
 /// Bumped when the bytes of an element or of the outputs would change.
 /// 3: a cut MPEG-TS or WAV file fails its item too.
-const VERSION: u32 = 3;
+/// 4: the manifest holds each clip's frame times; the split has a test part.
+const VERSION: u32 = 4;
 
 /// The built-in `elements` kind.
 pub struct Elements;
@@ -60,13 +62,19 @@ struct Params {
     split: SplitParams,
 }
 
+/// The identity-disjoint split, stratified by (race, gender): within each
+/// stratum of `n` identities, `round(train_fraction n)` train,
+/// `round(test_fraction n)` are held out for the reported metrics, and the
+/// rest validate (model selection, early stopping).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SplitParams {
     #[serde(default = "default_train_fraction")]
     train_fraction: f64,
-    /// A JSON file `{"train": [ids], "val": [ids]}` (relative to the
-    /// workspace) that replaces the seeded split.
+    #[serde(default = "default_test_fraction")]
+    test_fraction: f64,
+    /// A JSON file `{"train": [ids], "val": [ids], "test": [ids]}` (relative
+    /// to the workspace; `test` may be left out) that replaces the seeded split.
     #[serde(default)]
     file: Option<PathBuf>,
 }
@@ -75,6 +83,7 @@ impl Default for SplitParams {
     fn default() -> Self {
         SplitParams {
             train_fraction: default_train_fraction(),
+            test_fraction: default_test_fraction(),
             file: None,
         }
     }
@@ -101,6 +110,9 @@ fn default_max_failed() -> f64 {
 fn default_train_fraction() -> f64 {
     0.7
 }
+fn default_test_fraction() -> f64 {
+    0.2
+}
 
 impl Params {
     fn spec(&self) -> ElementSpec {
@@ -118,6 +130,8 @@ struct ClipInfo {
     source_blake3: String,
     /// Per clip of the video: (window start in seconds, start frame).
     windows: Vec<(f64, usize)>,
+    /// Per clip of the video: the sampled frames' times in the window.
+    frame_times: Vec<Vec<f64>>,
     memo: PathBuf,
 }
 
@@ -257,6 +271,7 @@ fn item(
     let mut mels = Vec::new();
     let mut frames = Vec::new();
     let mut windows = Vec::new();
+    let mut frame_times = Vec::new();
     for j in 0..p.clips_per_video {
         // The first clip's draw does not depend on how many clips there are.
         let purpose = if j == 0 {
@@ -274,6 +289,7 @@ fn item(
                 mels.extend(f32_bytes(&el.mel));
                 frames.extend(el.frames);
                 windows.push((el.window.start_sec, el.window.start_frame));
+                frame_times.push(el.frame_times.to_vec());
             }
         }
     }
@@ -285,6 +301,19 @@ fn item(
             list(&|w| format!("{}", w.0)),
         ),
         ("start_frame".to_string(), list(&|w| w.1.to_string())),
+        (
+            "frame_times".to_string(),
+            frame_times
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+        ),
     ]
     .into();
     let k = p.clips_per_video;
@@ -303,6 +332,7 @@ fn item(
     Ok(Ok(ClipInfo {
         source_blake3,
         windows,
+        frame_times,
         memo,
     }))
 }
@@ -333,14 +363,28 @@ fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
         .zip(starts)
         .map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
         .collect::<Option<Vec<_>>>()?;
+    let frame_times = meta
+        .get("frame_times")?
+        .as_str()?
+        .split(';')
+        .map(|clip| {
+            clip.split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<f64>>>()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    if frame_times.len() != windows.len() {
+        return None;
+    }
     Some(ClipInfo {
         source_blake3: String::new(),
         windows,
+        frame_times,
         memo: memo.to_path_buf(),
     })
 }
 
-/// identity -> "train" | "val".
+/// identity -> "train" | "val" | "test".
 fn split(
     ctx: &StageContext<'_>,
     p: &Params,
@@ -351,33 +395,46 @@ fn split(
     if let Some(file) = &p.split.file {
         let path = ctx.workspace.join(file);
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct SplitFile {
             train: Vec<String>,
             val: Vec<String>,
+            #[serde(default)]
+            test: Vec<String>,
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the split file {}", path.display()))?;
         let sf: SplitFile = serde_json::from_str(&text).with_context(|| {
             format!(
-                "{}: expected {{\"train\": [ids], \"val\": [ids]}}",
+                "{}: expected {{\"train\": [ids], \"val\": [ids], \"test\": [ids]}}",
                 path.display()
             )
         })?;
-        for id in sf.train {
-            out.insert(id, "train");
-        }
-        for id in sf.val {
-            if out.insert(id.clone(), "val").is_some() {
-                bail!("{}: identity {id} is in both train and val", path.display());
+        for (part, ids) in [("train", sf.train), ("val", sf.val), ("test", sf.test)] {
+            for id in ids {
+                if let Some(other) = out.insert(id.clone(), part) {
+                    bail!(
+                        "{}: identity {id} is in both {other} and {part}",
+                        path.display()
+                    );
+                }
             }
         }
         if let Some(missing) = identities.iter().find(|id| !out.contains_key(**id)) {
             bail!(
-                "{}: identity {missing} of the corpus is in neither train nor val; add it",
+                "{}: identity {missing} of the corpus is in none of train, val and test; add it",
                 path.display()
             );
         }
         return Ok(out);
+    }
+    let (tf, sf) = (p.split.train_fraction, p.split.test_fraction);
+    if !(0.0..=1.0).contains(&tf) || !(0.0..=1.0).contains(&sf) || tf + sf > 1.0 {
+        bail!(
+            "stage {}: split.train_fraction ({tf}) and split.test_fraction ({sf}) must lie in \
+             [0, 1] and add up to at most 1 (the rest validates)",
+            ctx.stage
+        );
     }
     // Stratify by (race, gender) of each identity's first video.
     let mut strata: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
@@ -397,9 +454,14 @@ fn split(
             .update(format!("split/{race}/{gender}").as_bytes())
             .finalize();
         shuffle(&mut ids, u64::from_le_bytes(h.as_bytes()[..8].try_into()?));
-        let n_train = (p.split.train_fraction * ids.len() as f64).round() as usize;
-        for id in &ids[..n_train.min(ids.len())] {
+        let n = ids.len();
+        let n_train = ((tf * n as f64).round() as usize).min(n);
+        let n_test = ((sf * n as f64).round() as usize).min(n - n_train);
+        for id in &ids[..n_train] {
             out.insert((*id).to_string(), "train");
+        }
+        for id in &ids[n - n_test..] {
+            out.insert((*id).to_string(), "test");
         }
     }
     Ok(out)
@@ -470,6 +532,7 @@ fn write_outputs(
                 "source_blake3": info.source_blake3,
                 "window_start_sec": window_start_sec,
                 "start_frame": start_frame,
+                "frame_times": info.frame_times.get(*j).with_context(damaged)?,
                 "split": split.get(&v.identity).copied().unwrap_or("val"),
                 "shard": shard_name,
                 "index": index,

@@ -262,7 +262,7 @@ fn write_output(
                 row["status"] = json!("ok");
                 row["best_epoch"] = m["best_epoch"].clone();
                 row["val_ap"] = json!(ap);
-                row["val_final"] = m["report"]["overall"]["final"].clone();
+                row["val_final"] = m["validation"]["overall"]["final"].clone();
                 if !ap.is_nan() && best.is_none_or(|(b, ..)| ap > b) {
                     best = Some((ap, *i, key));
                 }
