@@ -57,6 +57,10 @@ pub struct VideoInfo {
     /// Frame count from the container, or duration x rate when it has none.
     pub frames: u64,
     pub duration_sec: f64,
+    /// The codec's short name (`h264`, `mpeg4`).
+    pub codec: String,
+    /// Bits per second from the stream's header (0 when it does not say).
+    pub bit_rate: u64,
 }
 
 /// The best audio stream's format.
@@ -65,6 +69,21 @@ pub struct AudioInfo {
     pub sample_rate: u32,
     pub channels: u16,
     pub duration_sec: f64,
+    /// The codec's short name (`aac`, `pcm_s16le`).
+    pub codec: String,
+    /// Bits per second from the stream's header (0 when it does not say).
+    pub bit_rate: u64,
+}
+
+/// A stream's codec name and header bit rate.
+fn codec_of(s: &format::stream::Stream) -> (String, u64) {
+    let p = s.parameters();
+    let name = ffmpeg_next::codec::decoder::find(p.id())
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| format!("{:?}", p.id()).to_lowercase());
+    // SAFETY: `p` borrows the stream's live codec parameters.
+    let bit_rate = unsafe { (*p.as_ptr()).bit_rate }.max(0) as u64;
+    (name, bit_rate)
 }
 
 fn open(path: &Path) -> Result<format::context::Input, MediaError> {
@@ -125,21 +144,27 @@ fn probe_input(ictx: &format::context::Input) -> Probe {
         } else {
             (duration_sec * fps).round().max(0.0) as u64
         };
+        let (codec, bit_rate) = codec_of(&s);
         Some(VideoInfo {
             width: v.width(),
             height: v.height(),
             fps,
             frames,
             duration_sec,
+            codec,
+            bit_rate,
         })
     });
     let audio = ictx.streams().best(Type::Audio).and_then(|s| {
         let params = codec::Context::from_parameters(s.parameters()).ok()?;
         let a = params.decoder().audio().ok()?;
+        let (codec, bit_rate) = codec_of(&s);
         Some(AudioInfo {
             sample_rate: a.rate(),
             channels: a.channels(),
             duration_sec: stream_duration(&s, container_us),
+            codec,
+            bit_rate,
         })
     });
     Probe { video, audio }

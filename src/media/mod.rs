@@ -14,6 +14,7 @@ pub mod mel;
 pub mod mux;
 pub mod resample;
 pub mod scale;
+pub mod stats;
 pub mod wav;
 
 pub use error::MediaError;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+#[cfg(feature = "media")]
+pub mod audit;
 #[cfg(feature = "torch")]
 pub mod baseline;
 #[cfg(feature = "media")]
@@ -126,6 +128,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "stage1",
     "stage2",
     "stage2_sweep",
+    "shortcut_audit",
     "report",
 ];
 
@@ -139,6 +142,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         v.push(Box::new(elements::Elements));
         v.push(Box::new(synth::Synth));
         v.push(Box::new(seedvc::SeedVc));
+        v.push(Box::new(audit::ShortcutAudit));
     }
     #[cfg(feature = "torch")]
     {

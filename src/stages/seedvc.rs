@@ -42,13 +42,15 @@ use crate::media::wav::write_pcm16;
 /// 2: a source or reference cut short (but still readable) fails its item
 /// instead of being converted or embedded from the part that is left.
 /// 3: a cut WAV or MPEG-TS file is told too.
-const VERSION: u32 = 3;
+/// 4: the converted voice is muxed at the source video's audio rate.
+const VERSION: u32 = 4;
 
 /// Keys the memo of one conversion. The checks of a source or reference run
 /// before the memo is looked up, every time the stage runs, so making them
 /// stricter (`VERSION`) re-checks the inputs without redoing the conversions
 /// of sound ones; this changes only when a conversion's bytes would.
-const CONVERSION_VERSION: u32 = 2;
+/// 3: muxed at the source video's audio rate, not the converter's.
+const CONVERSION_VERSION: u32 = 3;
 
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
@@ -319,7 +321,7 @@ impl Runner<'_> {
                 r = seedvc_stem(&reference)
             )));
         };
-        let rate = match probe(&wav).ok().and_then(|p| p.audio) {
+        let converted_rate = match probe(&wav).ok().and_then(|p| p.audio) {
             Some(a) => a.sample_rate,
             None => {
                 return Ok(Err(format!(
@@ -328,6 +330,14 @@ impl Runner<'_> {
                 )))
             }
         };
+        // The new voice goes in at the original's audio rate: muxed at the
+        // converter's own rate (22.05 kHz for Seed-VC), the sample rate alone
+        // would tell every voice-cloned video from its source (the shortcut
+        // audit's finding).
+        let rate = probe(video)
+            .ok()
+            .and_then(|p| p.audio)
+            .map_or(converted_rate, |a| a.sample_rate);
         let audio = match decode_audio_mono(&wav, rate) {
             Ok(a) => a,
             Err(e) => return Ok(Err(format!("cannot read the converter's output: {e}"))),
