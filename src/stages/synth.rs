@@ -29,7 +29,36 @@ use crate::media::wav::write_pcm16;
 
 /// 2: each video is encoded on a thread of its own (output no longer depends
 /// on the number of worker threads).
-const VERSION: u32 = 2;
+/// 3: every clip is recorded at a level of its own (the shortcut audit found
+/// that loudness and peak level alone told fake audio from real).
+const VERSION: u32 = 3;
+
+/// The range of recording levels (RMS, dBFS) a clip's audio is set to.
+const LEVEL_DBFS: (f64, f64) = (-28.0, -18.0);
+
+/// Sets `audio` to a recording level drawn for `key` (RMS in dBFS, from
+/// [`LEVEL_DBFS`]), the same distribution for every category: peak
+/// normalisation left the fakes' low-passed speech quieter and real clips'
+/// peaks all at one value, each a shortcut on its own. Peaks stay below
+/// full scale.
+fn record_level(audio: &mut [f32], seed: u64, key: &str) {
+    let target =
+        10f64.powf(Rng::for_item(seed, "level", key).range(LEVEL_DBFS.0, LEVEL_DBFS.1) / 20.0);
+    let rms = (audio
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        / audio.len().max(1) as f64)
+        .sqrt();
+    let peak = audio.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    if rms <= 0.0 {
+        return;
+    }
+    let gain = (target / rms).min(0.99 / peak.max(1e-12));
+    audio
+        .iter_mut()
+        .for_each(|v| *v = (f64::from(*v) * gain) as f32);
+}
 
 /// The built-in `synth` kind.
 pub struct Synth;
@@ -246,7 +275,8 @@ fn video(p: &Params, who: &Identity, c: Category, key: &str, path: &Path) -> Res
         Category::FakeVideoRealAudio => (&a, Artifacts::default(), &b, true),
         _ => (&b, fake_audio, &cc, true),
     };
-    let audio = synth_voice::render(speech, &who.voice, p.sample_rate, art, &mut rng);
+    let mut audio = synth_voice::render(speech, &who.voice, p.sample_rate, art, &mut rng);
+    record_level(&mut audio, p.seed, key);
     let frames = faces(p, who, mouth, seconds, blended.then_some(blend), &mut rng);
     let spec = VideoSpec {
         width: p.frame_size,
@@ -310,13 +340,14 @@ fn references(p: &Params, who: &Identity, vox2: &Path) -> Result<()> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let seconds = rng.range(3.0, 6.0);
         let utt = Utterance::random(&mut rng, &who.voice, seconds);
-        let audio = synth_voice::render(
+        let mut audio = synth_voice::render(
             &utt,
             &who.voice,
             p.sample_rate,
             Artifacts::default(),
             &mut rng,
         );
+        record_level(&mut audio, p.seed, &format!("vox2/{}/{u}", who.id));
         let path = dir.join(format!("{:05}.wav", u + 1));
         write_pcm16(&path, &audio, p.sample_rate)
             .with_context(|| format!("cannot write {}", path.display()))?;

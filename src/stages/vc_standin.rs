@@ -8,7 +8,8 @@
 //! articulation, so lips stay in sync) and takes the reference's voice (its
 //! median pitch), with the subtle artifacts of a re-synthesis: each 10 ms
 //! frame is an all-pole (LPC) filter of the source excited by a fresh
-//! harmonic source at the new pitch, switched at frame boundaries.
+//! harmonic source at the new pitch, switched at frame boundaries, its gain
+//! gliding from frame to frame.
 
 use std::path::{Path, PathBuf};
 
@@ -221,6 +222,7 @@ pub fn convert(source: &[f32], reference: &[f32]) -> Vec<f32> {
     let mut mem = [0f64; ORDER];
     let mut phase = 0.0f64;
     let mut noise = 0x2545_F491_4F6C_DD1Du64;
+    let mut last_gain: Option<f64> = None;
     for (f, &period) in src_pitch.iter().enumerate() {
         let a = lpc(&frame_at(source, f * HOP + HOP / 2));
         // Keep the source's intonation relative to its own median.
@@ -252,12 +254,19 @@ pub fn convert(source: &[f32], reference: &[f32]) -> Vec<f32> {
             mem[0] = y.clamp(-1e3, 1e3);
             *s = mem[0];
         }
-        // Match the source's loudness frame by frame: the timing is the source's.
+        // Match the source's loudness frame by frame: the timing is the
+        // source's. The gain glides from the last frame's, so the frame
+        // boundaries do not click (clicks made the files' AAC bit rate alone
+        // tell them apart: the shortcut audit's finding).
         let seg32: Vec<f32> = seg.iter().map(|&v| v as f32).collect();
         let gain = rms(&source[start..end]) / rms(&seg32).max(1e-9);
-        for (o, v) in out[start..end].iter_mut().zip(&seg) {
-            *o = (v * gain) as f32;
+        let from = last_gain.unwrap_or(gain);
+        let len = seg.len().max(1) as f64;
+        for (i, (o, v)) in out[start..end].iter_mut().zip(&seg).enumerate() {
+            let g = from + (gain - from) * (i as f64 + 1.0) / len;
+            *o = (v * g) as f32;
         }
+        last_gain = Some(gain);
     }
     let peak = out.iter().fold(0f32, |m, v| m.max(v.abs()));
     if peak > 0.99 {
