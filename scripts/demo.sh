@@ -4,4 +4,7 @@
 # The workspace is ./demo; `target/release/pipeline -w demo status` shows it.
 source "$(dirname "$0")/env.sh"
 cargo build --release --quiet
+# The stand-in voice converter without libtorch (seedvc calls it 600 times);
+# built on its own so that `pipeline`'s features do not reach it.
+cargo build --release --quiet -p pipeline-media
 exec target/release/pipeline -w demo --profile demo run --until stage2 "$@"

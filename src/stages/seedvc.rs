@@ -14,7 +14,9 @@
 //! Failures are not memoized: a converter may fail for passing reasons (a
 //! busy GPU), so a rerun tries again.
 //!
-//! Template placeholders: `{pipeline}` (this program), `{source}`, `{target}`,
+//! Template placeholders: `{pipeline}` (this program), `{pipeline_media}`
+//! (`pipeline-media` beside this program when it is installed, a build that
+//! starts without libtorch, else this program), `{source}`, `{target}`,
 //! `{output}`. The template is expanded into an argv and never goes through a
 //! shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
 //! `HF_HUB_OFFLINE` and `HF_TOKEN` reach the converter.
@@ -50,7 +52,8 @@ const VERSION: u32 = 4;
 /// stricter (`VERSION`) re-checks the inputs without redoing the conversions
 /// of sound ones; this changes only when a conversion's bytes would.
 /// 3: muxed at the source video's audio rate, not the converter's.
-const CONVERSION_VERSION: u32 = 3;
+/// 4: the stand-in converter's gain glides between frames.
+const CONVERSION_VERSION: u32 = 4;
 
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
@@ -416,12 +419,14 @@ impl Runner<'_> {
     ) -> Result<(), String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot locate this program for {{pipeline}}: {e}"))?;
+        let media = media_program(&exe);
         let argv: Vec<String> = self
             .p
             .command
             .iter()
             .map(|a| {
-                a.replace("{pipeline}", &exe.to_string_lossy())
+                a.replace("{pipeline_media}", &media.to_string_lossy())
+                    .replace("{pipeline}", &exe.to_string_lossy())
                     .replace("{source}", &source.to_string_lossy())
                     .replace("{target}", &target.to_string_lossy())
                     .replace("{output}", &out.to_string_lossy())
@@ -501,4 +506,38 @@ fn find_output(dir: &Path, source: &Path, reference: &Path) -> Result<Option<Pat
     }
     found.sort();
     Ok(found.into_iter().next())
+}
+
+/// What `{pipeline_media}` names: `pipeline-media` beside `exe` when it is
+/// installed there, else `exe` itself (which has the same media commands).
+fn media_program(exe: &Path) -> PathBuf {
+    exe.parent()
+        .map(|d| d.join("pipeline-media"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| exe.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::media_program;
+
+    #[test]
+    fn pipeline_media_is_the_sibling_program_when_installed_else_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("pipeline");
+        std::fs::write(&exe, b"").unwrap();
+        assert_eq!(media_program(&exe), exe);
+        let media = dir.path().join("pipeline-media");
+        std::fs::write(&media, b"").unwrap();
+        assert_eq!(media_program(&exe), media);
+
+        let other = tempfile::tempdir().unwrap();
+        let exe = other.path().join("pipeline");
+        std::fs::create_dir(other.path().join("pipeline-media")).unwrap();
+        assert_eq!(
+            media_program(&exe),
+            exe,
+            "a folder of that name is not the program"
+        );
+    }
 }
