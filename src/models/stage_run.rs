@@ -103,7 +103,7 @@ fn finish(
     let metrics = serde_json::json!({
         "stage": task.name(),
         "best_epoch": state.best_epoch,
-        "selection_metric": task.selection().of(&val),
+        "selection_metric": task.selection().with(recipe.select_on).of(&val),
         "epochs_run": state.epochs_done,
         "stopped_early": state.stopped_early,
         "validation": val,

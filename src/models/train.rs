@@ -46,6 +46,11 @@ pub struct Recipe {
     /// Bootstrap replicates of each reported AUC's 95 % interval (drawn
     /// from `seed`); 0 reports no intervals.
     pub bootstrap_replicates: usize,
+    /// The validation metric that selects the kept epoch and drives early
+    /// stopping, when not the stage's own (stage 1 and 2: AP, as the
+    /// reference; the baseline: AUC). AP's floor is the share of fakes, so on
+    /// a validation set of five fakes per real it moves little and noisily.
+    pub select_on: Option<SelectionMetric>,
 }
 
 impl Default for Recipe {
@@ -66,6 +71,7 @@ impl Default for Recipe {
             prefetch: 2,
             amp: true,
             bootstrap_replicates: 1000,
+            select_on: None,
         }
     }
 }
@@ -98,13 +104,22 @@ pub struct Selection {
     pub metric: SelectionMetric,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SelectionMetric {
     Ap,
     Auc,
 }
 
 impl Selection {
+    /// The task's selection with the recipe's metric, when it names one.
+    pub fn with(self, metric: Option<SelectionMetric>) -> Self {
+        Self {
+            metric: metric.unwrap_or(self.metric),
+            ..self
+        }
+    }
+
     /// The metric's value in `report` (0 when undefined).
     pub fn of(&self, report: &Report) -> f64 {
         let m = report.overall.get(self.score);
@@ -271,7 +286,7 @@ pub fn fit(
         let clips =
             tch::no_grad(|| autocast_bf16(use_amp, || task.score(&mut val_iter, opts.device)))?;
         let report = metrics::report(&clips);
-        let metric = task.selection().of(&report);
+        let metric = task.selection().with(recipe.select_on).of(&report);
         let val = serde_json::to_value(&report)?;
         let improved = state.best_metric.is_none_or(|b| metric > b);
         if improved {
@@ -338,6 +353,43 @@ pub fn params_with_prefix(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `select_on` replaces the stage's own metric, and only when named: on
+    /// these clips AP and AUC differ, so the value read tells which one ran.
+    #[test]
+    fn the_recipe_names_the_selection_metric() {
+        use super::super::category::Category;
+        let clip = |category, label, s: f64| ScoredClip {
+            category,
+            label,
+            scores: [("final", s)].into_iter().collect(),
+            weights: None,
+        };
+        let clips = [
+            clip(Category::Rvra, false, 0.1),
+            clip(Category::Rvra, false, 0.7),
+            clip(Category::Fvra, true, 0.6),
+            clip(Category::Fvra, true, 0.9),
+            clip(Category::Fvra, true, 0.2),
+        ];
+        let report = metrics::report(&clips);
+        let (auc, ap) = (
+            report.overall["final"].auc.unwrap(),
+            report.overall["final"].ap.unwrap(),
+        );
+        assert!((auc - ap).abs() > 0.05, "auc {auc} ap {ap}");
+        let own = Selection {
+            score: "final",
+            metric: SelectionMetric::Ap,
+        };
+        let recipe = |json: &str| serde_json::from_str::<Recipe>(json);
+        let named = recipe(r#"{"select_on": "auc"}"#).unwrap().select_on;
+        assert_eq!(named, Some(SelectionMetric::Auc));
+        assert_eq!(own.with(named).of(&report), auc);
+        assert_eq!(own.with(recipe("{}").unwrap().select_on).of(&report), ap);
+        let bad = recipe(r#"{"select_on": "f1"}"#).unwrap_err().to_string();
+        assert!(bad.contains("ap") && bad.contains("auc"), "{bad}");
+    }
 
     /// A resumed run compares later epochs against the best metric read back
     /// from `state.json`: one ulp off there turns a tie into an improvement
