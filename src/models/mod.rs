@@ -18,13 +18,13 @@
 //! parameter (defect 6, [`data::AudioInput`]). Kept on purpose: the baseline's
 //! fusion attention across the batch axis ([`baseline`]).
 //!
-//! Two switches beyond the reference, each off (the reference's behaviour)
-//! by default and named in the configuration: stage 2's `a2v_mode:
-//! time_aligned` ([`stage2`]: the A2V discrepancy over time steps, with the
-//! audio taken at the frames' own times; the demo uses it, README "The demo's
-//! science" has the measurements), and `frozen_audio_dropout`
-//! ([`recipes::Stage2Params`]: the reference's `model.train()` keeps the
-//! frozen stage-1 branch's dropout on; ours runs it in eval mode).
+//! Two named switches in the configuration: stage 2's `a2v_mode`
+//! ([`stage2`]; default `reference`; `time_aligned`, the demo's, takes the A2V
+//! discrepancy over time steps with the audio at the frames' own times), and
+//! `frozen_audio_dropout` ([`recipes::Stage2Params`]; default off, our
+//! deviation: the frozen stage-1 branch runs in eval mode, where the
+//! reference's `model.train()` keeps its dropout on). README "The demo's
+//! science" has the measurements behind both.
 
 pub mod amp;
 pub mod baseline;
