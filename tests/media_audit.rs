@@ -4,56 +4,29 @@
 //! the stage when told to.
 #![cfg(feature = "media")]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pipeline::media::decode::{decode_audio_mono, probe};
 use pipeline::media::mux::mux_audio;
-use pipeline::stages::{lookup, StageContext};
 use serde_json::{json, Value};
 
-fn run_stage(
-    kind: &str,
-    ws: &Path,
-    params: &Value,
-    inputs: &[(&str, &Path)],
-    outputs: &[(&str, &Path)],
-) -> anyhow::Result<()> {
-    let inputs: BTreeMap<String, PathBuf> = inputs
-        .iter()
-        .map(|(k, p)| (k.to_string(), p.to_path_buf()))
-        .collect();
-    let outputs: BTreeMap<String, PathBuf> = outputs
-        .iter()
-        .map(|(k, p)| (k.to_string(), p.to_path_buf()))
-        .collect();
-    let step = ws.join(format!("step-{kind}"));
-    let items = ws.join(format!("items-{kind}"));
-    let _ = std::fs::remove_dir_all(&step);
-    let _ = std::fs::remove_dir_all(&items);
-    let ctx = StageContext {
-        workspace: ws,
-        stage: kind,
-        params,
-        inputs: &inputs,
-        input_hashes: &Default::default(),
-        outputs: &outputs,
-        step_dir: &step,
-        items_dir: &items,
-        shard: None,
-        threads: 2,
-    };
-    lookup(kind).unwrap().run(&ctx)
-}
+mod media_common;
+use media_common::run_stage;
 
 fn audit(ws: &Path, fake: &Path, params: Value) -> anyhow::Result<Value> {
     let report = ws.join("audit");
+    // Each audit starts from fresh step and item folders, as a new step would.
+    let (step, items) = (ws.join("step-audit"), ws.join("items-audit"));
+    let _ = std::fs::remove_dir_all(&step);
+    let _ = std::fs::remove_dir_all(&items);
     run_stage(
         "shortcut_audit",
         ws,
         &params,
         &[("fakeavceleb", fake)],
         &[("report", &report)],
+        (&step, &items),
+        2,
     )?;
     assert!(
         report.join("audit.md").is_file(),
@@ -112,6 +85,8 @@ fn the_audit_finds_a_planted_leading_silence_and_fails_the_stage_when_asked() {
         &synth,
         &[],
         &[("fakeavceleb", &fake), ("vox2", &vox)],
+        (&ws.join("step-synth"), &ws.join("items-synth")),
+        2,
     )
     .unwrap();
 

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use pipeline::stages::vc_standin::{run as vc_standin, VcStandinArgs};
-use pipeline::stages::{lookup, StageContext};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -24,30 +23,31 @@ fn profile(stage: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
+mod media_common;
+
 fn run(ws: &Path, stage: &str, params: &Value, inputs: &[(&str, &str)], outputs: &[(&str, &str)]) {
-    let map = |v: &[(&str, &str)]| -> BTreeMap<String, std::path::PathBuf> {
+    let join = |v: &[(&str, &str)]| -> Vec<(String, std::path::PathBuf)> {
         v.iter().map(|(k, p)| (k.to_string(), ws.join(p))).collect()
     };
-    let (inputs, outputs) = (map(inputs), map(outputs));
-    let step = ws.join(format!(".steps/{stage}"));
-    let items = ws.join(format!(".items/{stage}"));
-    let ctx = StageContext {
-        workspace: ws,
-        stage,
-        params,
-        inputs: &inputs,
-        input_hashes: &Default::default(),
-        outputs: &outputs,
-        step_dir: &step,
-        items_dir: &items,
-        shard: None,
-        threads: 2,
-    };
+    let (inputs, outputs) = (join(inputs), join(outputs));
+    fn refs(v: &[(String, std::path::PathBuf)]) -> Vec<(&str, &Path)> {
+        v.iter().map(|(k, p)| (k.as_str(), p.as_path())).collect()
+    }
+    let (step, items) = (
+        ws.join(format!(".steps/{stage}")),
+        ws.join(format!(".items/{stage}")),
+    );
     let t = Instant::now();
-    lookup(stage)
-        .unwrap()
-        .run(&ctx)
-        .unwrap_or_else(|e| panic!("{stage}: {e:#}"));
+    media_common::run_stage(
+        stage,
+        ws,
+        params,
+        &refs(&inputs),
+        &refs(&outputs),
+        (&step, &items),
+        2,
+    )
+    .unwrap_or_else(|e| panic!("{stage}: {e:#}"));
     println!("{stage}: {:.1} s", t.elapsed().as_secs_f64());
 }
 

@@ -3,7 +3,6 @@
 //! and the built-in stand-in converter.
 #![cfg(feature = "media")]
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +10,9 @@ use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
 use pipeline::stages::corpus::scan;
 use pipeline::stages::seedvc::extract_source_wav;
 use pipeline::stages::vc_standin::{run as vc_standin, VcStandinArgs};
-use pipeline::stages::{lookup, StageContext};
 use serde_json::{json, Value};
+
+mod media_common;
 
 struct Ws {
     dir: tempfile::TempDir,
@@ -24,28 +24,21 @@ fn corpus() -> Ws {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("FakeAVCeleb");
     let vox = dir.path().join("vox2");
-    let outputs = BTreeMap::from([
-        ("fakeavceleb".to_string(), fake.clone()),
-        ("vox2".to_string(), vox.clone()),
-    ]);
     let params = json!({"seed": 5, "identities": 3, "frame_size": 48, "min_seconds": 3.0, "max_seconds": 3.2, "vox2_utterances": 2});
     let (step, items) = (
         dir.path().join("synth-step"),
         dir.path().join("synth-items"),
     );
-    let ctx = StageContext {
-        workspace: dir.path(),
-        stage: "synth",
-        params: &params,
-        inputs: &BTreeMap::new(),
-        input_hashes: &Default::default(),
-        outputs: &outputs,
-        step_dir: &step,
-        items_dir: &items,
-        shard: None,
-        threads: 2,
-    };
-    lookup("synth").unwrap().run(&ctx).unwrap();
+    media_common::run_stage(
+        "synth",
+        dir.path(),
+        &params,
+        &[],
+        &[("fakeavceleb", &fake), ("vox2", &vox)],
+        (&step, &items),
+        2,
+    )
+    .unwrap();
     Ws { dir, fake, vox }
 }
 
@@ -74,25 +67,21 @@ fn run_seedvc_with_items(
     let out = ws.dir.path().join(format!("voiceclone-{tag}"));
     let step = ws.dir.path().join(format!("step-{tag}"));
     let items = ws.dir.path().join(format!("items-{items_tag}"));
-    let inputs = BTreeMap::from([
-        ("fakeavceleb".to_string(), ws.fake.clone()),
-        ("vox2".to_string(), ws.vox.clone()),
-    ]);
-    let outputs = BTreeMap::from([("voiceclone".to_string(), out.clone())]);
+    let inputs = [
+        ("fakeavceleb", ws.fake.as_path()),
+        ("vox2", ws.vox.as_path()),
+    ];
     let params = json!({"command": command, "timeout_seconds": 60});
-    let ctx = StageContext {
-        workspace: ws.dir.path(),
-        stage: "seedvc",
-        params: &params,
-        inputs: &inputs,
-        input_hashes: &Default::default(),
-        outputs: &outputs,
-        step_dir: &step,
-        items_dir: &items,
-        shard: None,
-        threads: 2,
-    };
-    (lookup("seedvc").unwrap().run(&ctx), out, step)
+    let r = media_common::run_stage(
+        "seedvc",
+        ws.dir.path(),
+        &params,
+        &inputs,
+        &[("voiceclone", &out)],
+        (&step, &items),
+        2,
+    );
+    (r, out, step)
 }
 
 fn log_lines(step: &Path, file: &str) -> Vec<Value> {

@@ -8,32 +8,24 @@ use std::path::{Path, PathBuf};
 
 use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
 use pipeline::stages::corpus::scan;
-use pipeline::stages::{lookup, StageContext};
 use serde_json::json;
 
+mod media_common;
+
 fn run_synth(ws: &Path, params: &serde_json::Value, threads: usize) -> (PathBuf, PathBuf) {
-    let fake = ws.join("FakeAVCeleb");
-    let vox = ws.join("vox2");
-    let inputs = BTreeMap::new();
-    let outputs = BTreeMap::from([
-        ("fakeavceleb".to_string(), fake.clone()),
-        ("vox2".to_string(), vox.clone()),
-    ]);
-    let step = ws.join("step");
-    let items = ws.join("items");
-    let ctx = StageContext {
-        workspace: ws,
-        stage: "synth",
+    let (fake, vox) = (ws.join("FakeAVCeleb"), ws.join("vox2"));
+    let outputs = [("fakeavceleb", fake.as_path()), ("vox2", vox.as_path())];
+    let dirs = (ws.join("step"), ws.join("items"));
+    media_common::run_stage(
+        "synth",
+        ws,
         params,
-        inputs: &inputs,
-        input_hashes: &Default::default(),
-        outputs: &outputs,
-        step_dir: &step,
-        items_dir: &items,
-        shard: None,
+        &[],
+        &outputs,
+        (&dirs.0, &dirs.1),
         threads,
-    };
-    lookup("synth").unwrap().run(&ctx).unwrap();
+    )
+    .unwrap();
     (fake, vox)
 }
 

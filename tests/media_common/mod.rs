@@ -46,3 +46,37 @@ pub fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Runs one built-in stage kind directly (no engine, no store) with its step
+/// and item folders `dirs`. Inputs and outputs are name -> path.
+pub fn run_stage(
+    kind: &str,
+    workspace: &std::path::Path,
+    params: &serde_json::Value,
+    inputs: &[(&str, &std::path::Path)],
+    outputs: &[(&str, &std::path::Path)],
+    dirs: (&std::path::Path, &std::path::Path),
+    threads: usize,
+) -> anyhow::Result<()> {
+    let map =
+        |v: &[(&str, &std::path::Path)]| -> std::collections::BTreeMap<String, std::path::PathBuf> {
+            v.iter()
+                .map(|(k, p)| (k.to_string(), p.to_path_buf()))
+                .collect()
+        };
+    let (inputs, outputs) = (map(inputs), map(outputs));
+    let (step_dir, items_dir) = dirs;
+    let ctx = pipeline::stages::StageContext {
+        workspace,
+        stage: kind,
+        params,
+        inputs: &inputs,
+        input_hashes: &Default::default(),
+        outputs: &outputs,
+        step_dir,
+        items_dir,
+        shard: None,
+        threads,
+    };
+    pipeline::stages::lookup(kind)?.run(&ctx)
+}
