@@ -10,7 +10,6 @@ pub mod lock;
 pub mod records;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -32,7 +31,10 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the store folder {}", dir.display()))?;
         }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", db.display()))?
+        // By file name, never as a URL: a workspace path may hold `%41`, `?`
+        // or `#`, which a URL would decode or cut.
+        let opts = SqliteConnectOptions::new()
+            .filename(db)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
