@@ -155,7 +155,7 @@ fn status_says_why_for_each_reason() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         v["stages"][0]["why"][0],
-        "environment GREETING changed: (unset) -> hi"
+        "environment GREETING changed (was unset)"
     );
 
     std::fs::remove_file(ws.path("b.txt")).unwrap();

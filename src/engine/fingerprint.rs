@@ -14,8 +14,9 @@
 //! - the content hash (BLAKE3; folders as a Merkle root, see `crate::hash`)
 //!   of every declared input, with the input's name and path;
 //! - the declared outputs (names and paths): writing elsewhere is a new result;
-//! - the values of the environment variables the stage declares relevant
-//!   (`env:` in the manifest); an unset variable is recorded as unset.
+//! - the environment variables the stage declares relevant (`env:` in the
+//!   manifest), each as a keyed hash of its value, never the value
+//!   ([`super::envkey`]); an unset variable is recorded as unset.
 //!
 //! # What stays out, and why
 //!

@@ -2,6 +2,7 @@
 //! -> running the plan through an executor, recording everything in the store.
 
 pub mod dag;
+pub mod envkey;
 pub mod fingerprint;
 pub mod lineage;
 pub mod params;

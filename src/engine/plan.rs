@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::dag::Dag;
+use super::envkey::EnvKey;
 use super::fingerprint::Fingerprint;
 use super::params::{self, ParamChange};
 use super::paths::RelPath;
@@ -124,12 +125,13 @@ impl fmt::Display for Reason {
             }
             Reason::CodeChanged { old, new } => write!(f, "code version changed: {old} -> {new}"),
             Reason::CommandChanged { old, new } => write!(f, "command changed: `{old}` -> `{new}`"),
-            Reason::EnvChanged { var, old, new } => write!(
-                f,
-                "environment {var} changed: {} -> {}",
-                old.as_deref().unwrap_or("(unset)"),
-                new.as_deref().unwrap_or("(unset)")
-            ),
+            // The store holds keyed hashes, never values: say only what
+            // changed.
+            Reason::EnvChanged { var, old, new } => match (old, new) {
+                (None, Some(_)) => write!(f, "environment {var} changed (was unset)"),
+                (Some(_), None) => write!(f, "environment {var} changed (now unset)"),
+                _ => write!(f, "environment {var} changed"),
+            },
             Reason::OutputsDeclared { old, new } => {
                 write!(
                     f,
@@ -262,7 +264,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let fp = complete.then(|| fingerprint(spec, &params, &inputs));
+        let fp = complete.then(|| fingerprint(spec, &params, &inputs, &self.ws.env_key));
         let key = fp.as_ref().map(Fingerprint::key);
         let last = self.ws.store.latest_success(&spec.name).await?;
         if spec.frozen && last.is_some() {
@@ -417,7 +419,11 @@ impl<'a> Planner<'a> {
         let old_env: BTreeMap<String, Option<String>> =
             serde_json::from_str(&last.env_json).unwrap_or_default();
         for (var, new) in &fp.env {
-            let old = old_env.get(var).cloned().flatten();
+            let old = old_env
+                .get(var)
+                .cloned()
+                .flatten()
+                .map(|v| self.ws.env_key.as_digest(&v));
             if old != *new {
                 r.push(Reason::EnvChanged {
                     var: var.clone(),
@@ -491,6 +497,7 @@ pub fn fingerprint(
     spec: &StageSpec,
     params: &serde_json::Value,
     inputs: &[(String, RelPath, Arc<Hashed>)],
+    env_key: &EnvKey,
 ) -> Fingerprint {
     let (code_version, command) = code_of(spec);
     let mut ins: Vec<(String, String, String)> = inputs
@@ -513,7 +520,7 @@ pub fn fingerprint(
         env: spec
             .env
             .iter()
-            .map(|v| (v.clone(), std::env::var(v).ok()))
+            .map(|v| (v.clone(), std::env::var(v).ok().map(|x| env_key.digest(&x))))
             .collect(),
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::envkey::EnvKey;
 use super::paths::RelPath;
 use crate::hash::{self, HashStats, Hashed};
 use crate::store::{StepId, Store};
@@ -12,6 +13,8 @@ use crate::store::{StepId, Store};
 pub struct Workspace {
     pub root: PathBuf,
     pub store: Store,
+    /// Keys the hashes of declared environment values ([`EnvKey`]).
+    pub env_key: EnvKey,
 }
 
 impl Workspace {
@@ -22,8 +25,15 @@ impl Workspace {
         let root = root
             .canonicalize()
             .with_context(|| format!("resolving the workspace {}", root.display()))?;
-        let store = Store::open(&root.join(".pipeline").join("state.db")).await?;
-        Ok(Workspace { root, store })
+        let state = root.join(".pipeline");
+        let store = Store::open(&state.join("state.db")).await?;
+        let env_key = EnvKey::load_or_create(&state)?;
+        store.hash_recorded_env(|v| env_key.as_digest(v)).await?;
+        Ok(Workspace {
+            root,
+            store,
+            env_key,
+        })
     }
 
     pub fn state_dir(&self) -> PathBuf {

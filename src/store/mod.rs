@@ -39,7 +39,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted and rewritten rows are zeroed on disk: an environment
+            // value an older version recorded does not linger in free pages.
+            .pragma("secure_delete", "on");
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)

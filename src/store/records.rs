@@ -1,5 +1,6 @@
 //! Typed records of the store and the queries that read and write them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::{bail, Context, Result};
@@ -408,6 +409,34 @@ impl Store {
     }
 
     /// The newest run: (id, executor, status, Slurm client calls).
+    /// Rewrites every step's recorded environment values through `digest`
+    /// where that changes them: stores written before values were hashed
+    /// held the values themselves. Writes nothing when none needs it.
+    pub async fn hash_recorded_env(&self, digest: impl Fn(&str) -> String) -> Result<usize> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, env_json FROM steps WHERE env_json <> '{}'")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut changed = 0;
+        for (id, json) in rows {
+            let env: BTreeMap<String, Option<String>> = serde_json::from_str(&json)
+                .with_context(|| format!("step {id}: unreadable env_json in the store"))?;
+            let hashed: BTreeMap<String, Option<String>> = env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_deref().map(&digest)))
+                .collect();
+            if hashed != env {
+                sqlx::query("UPDATE steps SET env_json = ? WHERE id = ?")
+                    .bind(serde_json::to_string(&hashed)?)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
     pub async fn latest_run(&self) -> Result<Option<(i64, String, String, i64)>> {
         let r: Option<(i64, String, String, i64)> = sqlx::query_as(
             "SELECT id, executor, status, slurm_calls FROM runs ORDER BY id DESC LIMIT 1",
