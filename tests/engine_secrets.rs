@@ -72,10 +72,14 @@ fn a_token_is_hashed_everywhere_and_its_change_named_without_values() {
     assert_nowhere(&ws, OTHER);
 }
 
-/// A store written before values were hashed holds the value itself: opening
-/// the workspace rewrites it as its hash, and nothing reruns for it.
+/// A store written before values were hashed holds the value itself, in
+/// `env_json` and inside the step's key: opening the workspace rewrites the
+/// value as its hash, and the step stays up to date while the value is the
+/// same (the key is checked against its older form too).
 #[test]
-fn a_value_recorded_by_an_older_version_is_hashed_in_place() {
+fn a_value_recorded_by_an_older_version_is_hashed_in_place_and_nothing_reruns() {
+    use pipeline::engine::fingerprint::Fingerprint;
+    use std::collections::BTreeMap;
     let ws = Ws::new(ONE);
     with_token(&ws, TOKEN, &["run"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -83,8 +87,37 @@ fn a_value_recorded_by_an_older_version_is_hashed_in_place() {
         let opts =
             sqlx::sqlite::SqliteConnectOptions::new().filename(ws.path(".pipeline/state.db"));
         let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-        sqlx::query("UPDATE steps SET env_json = ?")
-            .bind(format!(r#"{{"HF_TOKEN":"{TOKEN}"}}"#))
+        let (key, stage, kind, code, command, params, outs, env): (
+            String,
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+        ) = sqlx::query_as(
+            "SELECT fingerprint, stage, kind, code_version, command, params_json, outs_json, \
+             env_json FROM steps",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let mut fp = Fingerprint {
+            stage,
+            kind,
+            code_version: code,
+            command,
+            params: serde_json::from_str(&params).unwrap(),
+            inputs: vec![],
+            outs: serde_json::from_str(&outs).unwrap(),
+            env: serde_json::from_str(&env).unwrap(),
+        };
+        assert_eq!(fp.key(), key, "the key is rebuilt from the row");
+        fp.env = BTreeMap::from([("HF_TOKEN".to_string(), Some(TOKEN.to_string()))]);
+        sqlx::query("UPDATE steps SET env_json = ?, fingerprint = ?")
+            .bind(serde_json::to_string(&fp.env).unwrap())
+            .bind(fp.key())
             .execute(&pool)
             .await
             .unwrap();
@@ -92,5 +125,9 @@ fn a_value_recorded_by_an_older_version_is_hashed_in_place() {
     });
     let status = with_token(&ws, TOKEN, &["status"]);
     assert!(status.contains("up to date"), "{status}");
+    let run = with_token(&ws, TOKEN, &["run"]);
+    assert!(run.contains("0 ran"), "{run}");
     assert_nowhere(&ws, TOKEN);
+    let status = with_token(&ws, OTHER, &["status"]);
+    assert!(status.contains("environment HF_TOKEN changed"), "{status}");
 }

@@ -363,7 +363,7 @@ impl<'a> Planner<'a> {
         fp: &Fingerprint,
         inputs: &[(String, RelPath, Arc<Hashed>)],
     ) -> Result<Vec<Reason>> {
-        if last.fingerprint == fp.key() {
+        if last.fingerprint == fp.key() || last.fingerprint == legacy_key(fp) {
             return Ok(Vec::new());
         }
         let mut r = self.compare_partial(spec, last, &fp.params);
@@ -523,4 +523,20 @@ pub fn fingerprint(
             .map(|v| (v.clone(), std::env::var(v).ok().map(|x| env_key.digest(&x))))
             .collect(),
     }
+}
+
+/// The key `fp` had before environment values were hashed (they entered it
+/// as they were), so a step recorded then is still up to date when its
+/// variables hold the same values now. Only for stages that declare any.
+fn legacy_key(fp: &Fingerprint) -> String {
+    if fp.env.is_empty() {
+        return fp.key();
+    }
+    let mut raw = fp.clone();
+    raw.env = fp
+        .env
+        .keys()
+        .map(|v| (v.clone(), std::env::var(v).ok()))
+        .collect();
+    raw.key()
 }
