@@ -119,6 +119,14 @@ fn finish(
     for rec in &state.history {
         writeln!(h, "{}", serde_json::to_string(rec)?)?;
     }
+    // The epochs' wall-clock seconds go to the step folder, not the output.
+    std::fs::create_dir_all(paths.work)?;
+    let mut t = std::fs::File::create(paths.work.join("timings.jsonl"))?;
+    // Epochs a resumed run read back from a checkpoint have no time here.
+    for rec in state.history.iter().filter(|r| r.seconds > 0.0) {
+        let line = serde_json::json!({"epoch": rec.epoch, "seconds": rec.seconds});
+        writeln!(t, "{line}")?;
+    }
     Ok(())
 }
 

@@ -141,6 +141,10 @@ pub struct EpochRecord {
     pub steps: u64,
     pub val_metric: f64,
     pub val: serde_json::Value,
+    /// Wall-clock seconds: kept out of `history.jsonl` (a declared output,
+    /// so identical trainings give identical bytes) and of `state.json`;
+    /// the stage writes them to its step folder (`timings.jsonl`).
+    #[serde(skip)]
     pub seconds: f64,
 }
 
