@@ -9,5 +9,6 @@ pub mod params;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;
+pub mod resume;
 pub mod run;
 pub mod workspace;

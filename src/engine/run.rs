@@ -1211,6 +1211,15 @@ async fn queue_step(
         .await?;
     let dir = ws.step_dir(step);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The same work, left unfinished by an earlier step: go on from there.
+    for twin in ws.store.unfinished_twins(&spec.name, &key, step).await? {
+        if let Some(epoch) = super::resume::inherit_checkpoints(&ws.step_dir(twin), &dir)? {
+            let note = serde_json::json!({"step": twin.0, "epoch": epoch});
+            std::fs::write(dir.join("resumed_from.json"), note.to_string())
+                .with_context(|| format!("writing {}", dir.display()))?;
+            break;
+        }
+    }
     let action = match &spec.action {
         Action::Builtin { kind } => JobAction::Builtin { kind: kind.clone() },
         Action::Command { cmd, wdir } => JobAction::Command {

@@ -478,6 +478,27 @@ impl Store {
         r.as_ref().map(step_from_row).transpose()
     }
 
+    /// Earlier steps of `stage` with this fingerprint that did not succeed
+    /// (killed, interrupted, failed), newest first: a new step with the same
+    /// key may continue from their checkpoints.
+    pub async fn unfinished_twins(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        before: StepId,
+    ) -> Result<Vec<StepId>> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM steps WHERE stage = ? AND fingerprint = ? AND id < ? \
+             AND status IN ('failed', 'interrupted') ORDER BY id DESC",
+        )
+        .bind(stage)
+        .bind(fingerprint)
+        .bind(before.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| StepId(id)).collect())
+    }
+
     /// Steps that were queued or running when their head process stopped.
     pub async fn unfinished_steps(&self) -> Result<Vec<StepRecord>> {
         let rows = sqlx::query(&format!(

@@ -1,0 +1,131 @@
+//! Training resumes across steps: `pipeline run` and its training worker
+//! killed together with SIGKILL mid-training; the next run's new step (same
+//! key) continues from the killed step's last checkpoint and ends with the
+//! bytes an uninterrupted run writes.
+#![cfg(feature = "torch")]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pipeline::models::category::Category;
+use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+
+mod common;
+use common::Ws;
+
+const EPOCHS: usize = 40;
+
+fn workspace() -> Ws {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ws = Ws::new(&format!(
+        "config: cfg\nstages:\n  stage1: {{manifest: \"{}\"}}\n",
+        root.join("stages/stage1.yaml").display()
+    ));
+    let params = serde_json::json!({
+        "model": {"d_model": 32, "proj_dim": 16, "layers": 1, "nhead": 2, "dim_feedforward": 64},
+        "recipe": {"epochs": EPOCHS, "lr": 1e-3, "batch_size": 4, "seed": 3, "workers": 1,
+                   "schedule": {"kind": "warmup_cosine", "warmup": 1, "final_factor": 0.1}}
+    });
+    ws.write("cfg/tiny/stage1.json", &params.to_string());
+    write_elements(
+        &ws.path("data/elements"),
+        &SyntheticSpec {
+            identities: 8,
+            val_identities: 2,
+            test_identities: 0,
+            categories: vec![Category::Rvra, Category::Rvfa, Category::RvfaVc],
+            clips_each: 2,
+            frame_size: 32,
+            clips_per_shard: 20,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    ws
+}
+
+fn hash(ws: &Ws, rel: &str) -> String {
+    let (h, _) = pipeline::hash::hash_path(&ws.path(rel), None)
+        .unwrap()
+        .unwrap();
+    h.hash.to_hex().to_string()
+}
+
+fn sigkill(pid: i32) {
+    // SAFETY: kill(2) with a pid this test read from the step's pid file.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+#[test]
+fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
+    let whole = workspace();
+    whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+
+    let ws = workspace();
+    let mut head = ws
+        .cmd()
+        .args(["--profile", "tiny", "run", "--device", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = ws.path(".pipeline/steps/1/checkpoints/epoch-0003/state.json");
+    let t = Instant::now();
+    while !ckpt.is_file() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint of epoch 3"
+        );
+        assert!(
+            head.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let worker: i32 = ws
+        .read(".pipeline/steps/1/pid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    sigkill(head.id() as i32);
+    sigkill(worker);
+    head.wait().unwrap();
+    // The worker is gone before the next run looks (it is not our child).
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{worker}")).exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !ws.path("models/stage1").exists(),
+        "killed before it finished"
+    );
+
+    let out = ws.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+    assert!(out.contains("stage1 (step 2)"), "{out}");
+    let from: serde_json::Value =
+        serde_json::from_str(&ws.read(".pipeline/steps/2/resumed_from.json")).unwrap();
+    assert_eq!(from["step"], 1, "{from}");
+    let epoch = from["epoch"].as_u64().unwrap();
+    assert!((3..EPOCHS as u64).contains(&epoch), "{from}");
+    let log = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["-f"])
+        .arg(ws.path("pipeline.yaml"))
+        .arg("-w")
+        .arg(ws.root())
+        .args(["--profile", "tiny", "log", "stage1"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.contains(&format!("resuming after epoch {epoch}")),
+        "{log}"
+    );
+    assert_eq!(
+        hash(&ws, "models/stage1"),
+        hash(&whole, "models/stage1"),
+        "the resumed training wrote other bytes than an uninterrupted one"
+    );
+}
