@@ -407,11 +407,19 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
     let last_run = ws.store.latest_run().await?.map(|(id, executor, status, calls)| {
         serde_json::json!({"run": id, "executor": executor, "status": status, "slurm_calls": calls})
     });
+    let allowed = pipeline::engine::confine::allowed_roots(&ws.root)?;
     if json {
-        let doc = serde_json::json!({"profile": cli.profile, "last_run": last_run, "stages": rows});
+        let doc = serde_json::json!({"profile": cli.profile, "last_run": last_run, "stages": rows, "allow_outside": allowed});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", report::status_text(&rows));
+        for a in &allowed {
+            println!(
+                "outputs may be written outside the workspace under {} ({})",
+                a.display(),
+                pipeline::engine::confine::FILE
+            );
+        }
     }
     Ok(0)
 }

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use super::job::{
     read_job, record_start, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE,
 };
+use crate::engine::confine;
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
 use crate::stages::{self, StageContext};
@@ -117,6 +118,14 @@ enum RunOutcome {
 }
 
 fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
+    // Before anything is deleted or written: where the outputs really are.
+    let allowed = confine::allowed_roots(root)?;
+    for o in &job.outputs {
+        confine::check_writable(root, &allowed, &job.stage, "output", &o.path)?;
+    }
+    if let JobAction::Command { wdir: Some(w), .. } = &job.action {
+        confine::check_writable(root, &allowed, &job.stage, "wdir", w)?;
+    }
     match &job.action {
         JobAction::Command { cmd, wdir } => {
             // A shard writes its share under PIPELINE_ITEMS_DIR; only the
