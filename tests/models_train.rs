@@ -14,6 +14,15 @@ use pipeline::models::synthetic::{write_elements, SyntheticSpec};
 use pipeline::models::train::TrainState;
 use serde_json::json;
 
+/// Torch's random generator is global to the process and the harness runs
+/// tests in parallel threads: one training drawing from it while another
+/// trains would make both depend on the timing. They take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn elements(dir: &Path) {
     write_elements(
         dir,
@@ -87,6 +96,7 @@ fn check(state: &TrainState, out: &Path, score: &str) {
 
 #[test]
 fn stage1_then_stage2_learn() {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("elements");
     elements(&root);
@@ -139,6 +149,7 @@ fn stage1_then_stage2_learn() {
 
 #[test]
 fn baseline_learns() {
+    let _turn = one_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("elements");
     elements(&root);
