@@ -45,7 +45,9 @@ use crate::media::wav::write_pcm16;
 /// instead of being converted or embedded from the part that is left.
 /// 3: a cut WAV or MPEG-TS file is told too.
 /// 4: the converted voice is muxed at the source video's audio rate.
-const VERSION: u32 = 4;
+/// 5: the stand-in converter's output changed (`CONVERSION_VERSION` 5), and
+///    a stage whose output bytes change must not look up to date.
+const VERSION: u32 = 5;
 
 /// Keys the memo of one conversion. The checks of a source or reference run
 /// before the memo is looked up, every time the stage runs, so making them
@@ -53,7 +55,9 @@ const VERSION: u32 = 4;
 /// of sound ones; this changes only when a conversion's bytes would.
 /// 3: muxed at the source video's audio rate, not the converter's.
 /// 4: the stand-in converter's gain glides between frames.
-const CONVERSION_VERSION: u32 = 4;
+/// 5: the stand-in converter is a harmonic-plus-noise model (partials where
+///    the source has them, noise elsewhere).
+const CONVERSION_VERSION: u32 = 5;
 
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
