@@ -49,6 +49,66 @@ fn a_live_lock_is_respected() {
 }
 
 #[test]
+fn unlock_refuses_a_live_holder_and_a_dry_run_leaves_its_steps_alone() {
+    let ws =
+        Ws::new("stages:\n  slow:\n    cmd: sleep 3; echo done > out.txt\n    outs: [out.txt]\n");
+    let mut first = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    let (code, _, err) = ws.run(&["unlock"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stop that process instead"), "{err}");
+    assert!(err.contains("another host"), "{err}");
+    // The lock still holds: a second run is refused.
+    let (code, _, err) = ws.run(&["run"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the workspace is locked by a running"),
+        "{err}"
+    );
+    // A dry run neither waits for the live step nor takes it over.
+    let t = Instant::now();
+    let (code, out, err) = ws.run(&["run", "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("re-attaching") && !err.contains("re-attaching"),
+        "{out}{err}"
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the dry run waited for the live run"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(first.wait().unwrap().success());
+    assert_eq!(ws.read("out.txt"), "done\n");
+    let (code, _, err) = ws.run(&["unlock"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("was not locked"), "{err}");
+}
+
+#[test]
+fn unlock_clears_the_lock_of_a_dead_holder() {
+    let ws =
+        Ws::new("stages:\n  slow:\n    cmd: sleep 1; echo done > out.txt\n    outs: [out.txt]\n");
+    let mut head = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let (code, _, err) = ws.run(&["unlock"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("which is no longer running"), "{err}");
+}
+
+#[test]
 fn a_dead_head_is_taken_over_and_its_running_step_reattached() {
     let ws = Ws::new(
         "stages:\n  slow:\n    cmd: echo run >> runs.log; sleep 1.5; echo done > out.txt\n    outs: [out.txt]\n  \

@@ -293,9 +293,15 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Unlock => {
             let ws = Workspace::open(&cli.workspace).await?;
             match ws.store.unlock_any().await? {
-                Some(s) => eprintln!(
-                    "cleared the lock of pid {} on {} ({})",
+                Some(s) if s.host != pipeline::util::hostname() => eprintln!(
+                    "cleared the lock of pid {} on host {} (`{}`); this machine cannot tell \
+                     whether that process still runs: if it does, stop it, or two runs now \
+                     write to this workspace",
                     s.pid, s.host, s.command
+                ),
+                Some(s) => eprintln!(
+                    "cleared the lock of pid {} (`{}`), which is no longer running",
+                    s.pid, s.command
                 ),
                 None => eprintln!("the workspace was not locked"),
             }

@@ -481,7 +481,13 @@ pub async fn run(
             .stages()
             .iter()
             .any(|s| s.executor.as_deref() == Some("slurm"));
-    let reattach = recover(ws, uses_slurm.then_some(&slurm), rep).await?;
+    // A dry run only looks: it neither takes over what an earlier head left
+    // nor waits for it (it holds no lock, and a live run may own those steps).
+    let reattach = if opts.dry_run {
+        Vec::new()
+    } else {
+        recover(ws, uses_slurm.then_some(&slurm), rep).await?
+    };
     let sel = selection(dag, opts.until.as_deref(), &opts.only)?;
     let force: BTreeSet<usize> = opts
         .force

@@ -93,20 +93,40 @@ impl Store {
         Ok(())
     }
 
-    /// Clears the lock whoever holds it (`pipeline unlock`). Returns the holder.
+    /// Clears the lock (`pipeline unlock`) and returns its holder, unless the
+    /// holder is a live process on this host: that one is refused, since a
+    /// second run beside it would take its steps. A holder on another host
+    /// cannot be checked from here; the caller says so.
     pub async fn unlock_any(&self) -> Result<Option<Stale>> {
-        let row = sqlx::query("SELECT pid, host, started_at, command FROM lock WHERE id = 1")
-            .fetch_optional(&self.pool)
+        let row =
+            sqlx::query("SELECT pid, pid_start, host, started_at, command FROM lock WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let holder = Stale {
+            pid: r.try_get("pid")?,
+            host: r.try_get("host")?,
+            started_at: r.try_get("started_at")?,
+            command: r.try_get("command")?,
+        };
+        let pid_start: Option<i64> = r.try_get("pid_start")?;
+        if holder.host == hostname() && process_alive(holder.pid as u32, pid_start) {
+            bail!(
+                "the workspace is locked by a running `{}` (pid {} on this host, started {} ago); \
+                 stop that process instead (`pipeline unlock` is for a holder on another host, \
+                 which this machine cannot check)",
+                holder.command,
+                holder.pid,
+                crate::util::human_ms(now_ms() - holder.started_at)
+            );
+        }
+        sqlx::query("DELETE FROM lock WHERE id = 1 AND pid = ? AND host = ?")
+            .bind(holder.pid)
+            .bind(&holder.host)
+            .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM lock").execute(&self.pool).await?;
-        row.map(|r| {
-            Ok(Stale {
-                pid: r.try_get("pid")?,
-                host: r.try_get("host")?,
-                started_at: r.try_get("started_at")?,
-                command: r.try_get("command")?,
-            })
-        })
-        .transpose()
+        Ok(Some(holder))
     }
 }
