@@ -387,6 +387,20 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
         let spec = &dag.stages()[ev.stage];
         let latest = ws.store.latest_step(&spec.name).await?;
         let running = latest.as_ref().filter(|s| !s.status.is_finished());
+        // A step recorded running whose processes are all gone is not shown
+        // as running: it finished (its result file waits for the next run to
+        // record it) or it was interrupted.
+        let gone = match running {
+            Some(s) if run::local_step_alive(&ws, s).await? == Some(false) => {
+                let finished = pipeline::exec::job::read_result(&ws.step_dir(s.id))
+                    .ok()
+                    .flatten()
+                    .is_some();
+                Some(if finished { "finished" } else { "interrupted" })
+            }
+            _ => None,
+        };
+        let running = running.filter(|_| gone.is_none());
         let (state, reasons) = match &ev.verdict {
             Verdict::UpToDate { .. } => ("up_to_date", Vec::new()),
             Verdict::Frozen => ("frozen", Vec::new()),
@@ -406,6 +420,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
                 Some(e) => vec![e.clone()],
                 None => reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
             },
+            "gone": gone.zip(latest.as_ref()).map(|(g, s)| serde_json::json!({"step": s.id, "as": g, "pid": s.pid})),
             "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "progress": pipeline::exec::job::Progress::of_step(&ws.step_dir(s.id))})),
             "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "executor": s.executor, "finished_at": s.finished_at, "error": s.error, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "attempts": s.attempts})),
         }));

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pipeline::engine::lineage::{Lineage, Node, StepNode};
+use pipeline::engine::lineage::{Lineage, Node, Now, StepNode};
 use pipeline::engine::run::{Event, Reporter, Summary};
 use pipeline::store::{StepId, StepStatus};
 use pipeline::util::{human_bytes, human_ms};
@@ -179,6 +179,14 @@ pub fn status_text(rows: &[serde_json::Value]) -> String {
             "up_to_date" => "up to date".to_string(),
             other => other.to_string(),
         };
+        if let Some(step) = r["gone"]["step"].as_i64() {
+            state = match r["gone"]["as"].as_str() {
+                Some("finished") => format!(
+                    "{state} (step {step} finished after its head stopped; the next run records it)"
+                ),
+                _ => format!("{state} (step {step} was interrupted: its processes are gone)"),
+            };
+        }
         if let Some(step) = r["running"]["step"].as_i64() {
             state = match (
                 r["running"]["slurm_job_id"].as_str(),
@@ -231,16 +239,29 @@ pub fn utc(ms: i64) -> String {
 pub fn lineage_text(l: &Lineage) -> String {
     let mut s = String::new();
     if let Some(w) = &l.within {
+        let recorded = match &l.file_hash {
+            Some(h) => format!("this file is part of {w} (its blake3 {h})"),
+            None => format!("this file is in {w} now, but not in its recorded version"),
+        };
         s.push_str(&format!(
-            "this file is part of {w}{}\n",
-            l.file_hash
-                .as_ref()
-                .map(|h| format!(" (its blake3 {h})"))
-                .unwrap_or_default()
+            "{recorded}{}\n",
+            l.file_now.as_ref().map(now_text).unwrap_or_default()
         ));
     }
     node_text(&l.root, "", &mut s);
     s
+}
+
+/// A recorded version against the disk now: nothing when unchanged.
+fn now_text(now: &Now) -> String {
+    match now {
+        Now::Unchanged => String::new(),
+        Now::Missing => "  MISSING now".to_string(),
+        Now::Changed { hash } => format!(
+            "  CHANGED since recorded (now blake3 {})",
+            &hash[..16.min(hash.len())]
+        ),
+    }
 }
 
 fn node_text(n: &Node, indent: &str, s: &mut String) {
@@ -254,10 +275,11 @@ fn node_text(n: &Node, indent: &str, s: &mut String) {
         String::new()
     };
     s.push_str(&format!(
-        "{indent}{label}  blake3 {}  ({}{files}, recorded {})\n",
+        "{indent}{label}  blake3 {}  ({}{files}, recorded {}){}\n",
         &n.hash[..16.min(n.hash.len())],
         human_bytes(n.size.max(0) as u64),
-        utc(n.recorded_at)
+        utc(n.recorded_at),
+        now_text(&n.now)
     ));
     let child = format!("{indent}    ");
     match &n.produced_by {

@@ -2,7 +2,7 @@
 //! code, recursively (or, downstream, what was made from it); and `verify`,
 //! which re-reads every recorded artifact and says which changed since.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -27,6 +27,21 @@ pub struct Node {
     /// Downstream mode: the steps that read this version.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub consumed_by: Vec<StepNode>,
+    /// What is on disk at `path` now, against this recorded version.
+    pub now: Now,
+}
+
+/// What is on disk now at a recorded path, checked when lineage is asked
+/// (through the stat cache: only files whose size or time changed are read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Now {
+    /// The bytes are the recorded ones.
+    Unchanged,
+    /// Something else is there now.
+    Changed { hash: String },
+    /// Nothing is there now.
+    Missing,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,7 +71,12 @@ pub struct StepNode {
 pub struct Lineage {
     /// Set when PATH is a file inside a recorded folder: the folder's path.
     pub within: Option<String>,
+    /// The file's hash in the recorded folder; `None` when the recorded
+    /// folder did not hold it (it was added since).
     pub file_hash: Option<String>,
+    /// Within a folder: the file on disk now, against `file_hash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_now: Option<Now>,
     pub root: Node,
 }
 
@@ -67,8 +87,8 @@ pub async fn lineage(ws: &Workspace, path: &str, downstream: bool) -> Result<Lin
     let mut probe = Some(rel.clone());
     while let Some(p) = probe {
         if let Some(a) = ws.store.latest_artifact(p.as_str()).await? {
-            let (within, file_hash) = if p == rel {
-                (None, None)
+            let (within, file_hash, file_now) = if p == rel {
+                (None, None, None)
             } else {
                 let inner = &rel.as_str()[p.as_str().len() + 1..];
                 let fh = ws
@@ -77,17 +97,32 @@ pub async fn lineage(ws: &Workspace, path: &str, downstream: bool) -> Result<Lin
                     .await?
                     .and_then(|t| t.into_iter().find(|f| f.rel == inner))
                     .map(|f| f.hash.to_hex().to_string());
-                (Some(p.to_string()), fh)
+                let abs = rel.under(&ws.root);
+                let disk = tokio::task::spawn_blocking(move || hash::hash_path(&abs, None))
+                    .await??
+                    .map(|(h, _)| h.hash.to_hex().to_string());
+                let now = match (&fh, disk) {
+                    (None, None) => bail!(
+                        "{path}: no such file, now or in the recorded version of {p} \
+                         (`pipeline lineage {p}` shows the folder)"
+                    ),
+                    (_, None) => Now::Missing,
+                    (Some(r), Some(d)) if *r == d => Now::Unchanged,
+                    (_, Some(d)) => Now::Changed { hash: d },
+                };
+                (Some(p.to_string()), fh, Some(now))
             };
             let mut seen = HashSet::new();
-            let root = if downstream {
+            let mut root = if downstream {
                 down(ws, a, None, &mut seen).await?
             } else {
                 up(ws, a, None, &mut seen).await?
             };
+            check_now(ws, &mut root, &mut HashMap::new()).await?;
             return Ok(Lineage {
                 within,
                 file_hash,
+                file_now,
                 root,
             });
         }
@@ -124,7 +159,39 @@ fn node(a: &Artifact, name: Option<String>) -> Node {
         recorded_at: a.recorded_at,
         produced_by: None,
         consumed_by: Vec::new(),
+        now: Now::Unchanged,
     }
+}
+
+/// Fills in what is on disk now for every node of a tree, hashing each path
+/// once (through the stat cache).
+fn check_now<'a>(
+    ws: &'a Workspace,
+    n: &'a mut Node,
+    disk: &'a mut HashMap<String, Option<String>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+    Box::pin(async move {
+        if !disk.contains_key(&n.path) {
+            let rel = RelPath::parse(&n.path).map_err(|e| anyhow::anyhow!(e))?;
+            let h = ws
+                .hash(&rel)
+                .await?
+                .map(|(h, _)| h.hash.to_hex().to_string());
+            disk.insert(n.path.clone(), h);
+        }
+        n.now = match &disk[&n.path] {
+            None => Now::Missing,
+            Some(h) if *h == n.hash => Now::Unchanged,
+            Some(h) => Now::Changed { hash: h.clone() },
+        };
+        let steps = n.produced_by.iter_mut().chain(n.consumed_by.iter_mut());
+        for st in steps {
+            for a in st.artifacts.iter_mut() {
+                check_now(ws, a, disk).await?;
+            }
+        }
+        Ok(())
+    })
 }
 
 fn step_node(s: &StepRecord, repeated: bool) -> StepNode {
@@ -214,10 +281,10 @@ pub struct Changed {
 }
 
 /// Re-hashes (reading every byte, trusting no cache) the newest recorded
-/// version of every artifact a step produced, and returns those that changed
-/// with the number checked.
+/// version of every recorded artifact, the sources steps read included, and
+/// returns those that changed with the number checked.
 pub async fn verify(ws: &Workspace) -> Result<(usize, Vec<Changed>)> {
-    let arts = ws.store.produced_artifacts().await?;
+    let arts = ws.store.recorded_artifacts().await?;
     let mut changed = Vec::new();
     for a in &arts {
         let abs = ws.root.join(&a.path);

@@ -203,6 +203,41 @@ pub struct Reattach {
     pub requeues: u32,
 }
 
+/// The process of a local step on this host: the job's own pid file (which
+/// covers a head that died before recording the pid), else the recorded pid.
+/// `None` for a step on another host or one that never started.
+pub fn local_process(ws: &Workspace, s: &crate::store::StepRecord) -> Option<(u32, Option<i64>)> {
+    let here = crate::util::hostname();
+    job::read_pid(&ws.step_dir(s.id))
+        .filter(|(_, _, host)| *host == here)
+        .map(|(pid, start, _)| (pid, Some(start)))
+        .or_else(|| {
+            (s.host.as_deref() == Some(here.as_str()))
+                .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
+                .flatten()
+        })
+}
+
+/// Whether an unfinished local step still has a live process here: its job,
+/// or the head that started it (which may not have launched the job yet).
+/// `None` when this host cannot tell (a Slurm job, a step on another host).
+pub async fn local_step_alive(
+    ws: &Workspace,
+    s: &crate::store::StepRecord,
+) -> Result<Option<bool>> {
+    if s.slurm_job_id.is_some() {
+        return Ok(None);
+    }
+    if s.host
+        .as_deref()
+        .is_some_and(|h| h != crate::util::hostname())
+    {
+        return Ok(None);
+    }
+    let job = local_process(ws, s).is_some_and(|(p, st)| process_alive(p, st));
+    Ok(Some(job || ws.store.lock_holder_alive_here().await?))
+}
+
 /// Finishes what a previous head process left: ingests result files of jobs
 /// that ended, waits for local jobs still running, marks the rest
 /// interrupted, and returns the Slurm jobs still queued or running so the run
@@ -246,17 +281,9 @@ pub async fn recover(
                 continue;
             }
         } else {
-            let here = crate::util::hostname();
-            // The job's own pid file covers a head that died before recording the pid.
-            let proc = job::read_pid(&dir)
-                .filter(|(_, _, host)| *host == here)
-                .map(|(pid, start, _)| (pid, Some(start)))
-                .or_else(|| {
-                    (s.host.as_deref() == Some(here.as_str()))
-                        .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
-                        .flatten()
-                });
-            if let Some((pid, start)) = proc.filter(|(p, st)| process_alive(*p, *st)) {
+            if let Some((pid, start)) =
+                local_process(ws, &s).filter(|(p, st)| process_alive(*p, *st))
+            {
                 rep.event(Event::Message(format!(
                     "re-attaching to step {} ({}), still running as pid {pid}",
                     s.id, s.stage

@@ -83,6 +83,21 @@ impl Store {
         result
     }
 
+    /// Whether the lock is held by a live process on this host.
+    pub async fn lock_holder_alive_here(&self) -> Result<bool> {
+        let row = sqlx::query("SELECT pid, pid_start, host FROM lock WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => {
+                let host: String = r.try_get("host")?;
+                host == hostname()
+                    && process_alive(r.try_get::<i64, _>("pid")? as u32, r.try_get("pid_start")?)
+            }
+            None => false,
+        })
+    }
+
     /// Releases the lock if this process holds it.
     pub async fn unlock_mine(&self) -> Result<()> {
         sqlx::query("DELETE FROM lock WHERE id = 1 AND pid = ? AND host = ?")

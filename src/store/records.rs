@@ -575,6 +575,17 @@ impl Store {
     }
 
     /// The newest version of every artifact a step produced.
+    /// The newest recorded version of every artifact path, sources included.
+    pub async fn recorded_artifacts(&self) -> Result<Vec<Artifact>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN \
+             (SELECT MAX(id) FROM artifacts GROUP BY path) ORDER BY path"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(artifact_from_row).collect()
+    }
+
     pub async fn produced_artifacts(&self) -> Result<Vec<Artifact>> {
         let rows = sqlx::query(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN \
