@@ -66,6 +66,50 @@ fn spec() -> ElementSpec {
         clip_seconds: 3.2,
         frame_size: 32,
         min_seconds: 1.0,
+        min_audio_coverage: 0.9,
+    }
+}
+
+#[test]
+fn an_audio_track_far_shorter_than_its_video_fails_with_its_coverage() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short_audio.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=80x64:rate=25:duration=3.7",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:sample_rate=44100:duration=0.3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        short.to_str().unwrap(),
+    ]);
+    let mel = MelSpectrogram::new();
+    let err = extract(&short, &spec(), &mel, 0.0).expect_err("0.3 s of audio in a 3.7 s video");
+    let text = err.to_string();
+    assert!(text.contains("audio covers 0.3"), "{text}");
+    assert!(text.contains("of a 3.20 s window"), "{text}");
+    assert!(text.contains("short_audio.mp4"), "{text}");
+    // Asked for less, the same file passes (its mel then padded).
+    let lenient = ElementSpec {
+        min_audio_coverage: 0.05,
+        ..spec()
+    };
+    extract(&short, &lenient, &mel, 0.0).expect("coverage 0.05 accepts 0.3 of 3.2 s");
+    // A full track and a clip shorter than the window both pass.
+    for seconds in [3.7, 1.5] {
+        let ok = make(dir.path(), "plain.mp4", seconds, &[]);
+        extract(&ok, &spec(), &mel, 0.5).unwrap_or_else(|e| panic!("{seconds} s: {e}"));
     }
 }
 

@@ -17,6 +17,9 @@ pub struct ElementSpec {
     pub frame_size: u32,
     /// A video shorter than this (seconds) is rejected as unusable.
     pub min_seconds: f64,
+    /// The least share of the window's video time its audio must cover; a
+    /// clip whose audio track stops early is rejected, not padded.
+    pub min_audio_coverage: f64,
 }
 
 /// The element of one clip.
@@ -78,6 +81,22 @@ pub fn extract(
     let audio = clip.audio;
     let start_sample = (window.start_sec * f64::from(SAMPLE_RATE)).round() as usize;
     let clip_samples = (spec.clip_seconds * f64::from(SAMPLE_RATE)).round() as usize;
+    // The window's video time (less than the window for a short clip)
+    // against the audio that covers it.
+    let video_seconds = (window.len as f64 / fps).min(spec.clip_seconds);
+    let audio_seconds = (audio.len().saturating_sub(start_sample) as f64 / f64::from(SAMPLE_RATE))
+        .min(video_seconds);
+    if audio_seconds < spec.min_audio_coverage * video_seconds {
+        return Err(MediaError::decode(
+            path,
+            format!(
+                "audio covers {audio_seconds:.2} s of a {video_seconds:.2} s window \
+                 (the audio track is {:.2} s long; elements' min_audio_coverage is {})",
+                audio.len() as f64 / f64::from(SAMPLE_RATE),
+                spec.min_audio_coverage
+            ),
+        ));
+    }
     let wav = window_samples(&audio, start_sample, clip_samples);
     let mel = mel.log_mel_element(&wav);
     debug_assert_eq!(mel.len(), N_MELS * N_FRAMES);

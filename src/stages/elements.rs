@@ -34,7 +34,9 @@ use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
 /// Bumped when the bytes of an element or of the outputs would change.
 /// 3: a cut MPEG-TS or WAV file fails its item too.
 /// 4: the manifest holds each clip's frame times; the split has a test part.
-const VERSION: u32 = 4;
+/// 5: a clip whose audio covers less than `min_audio_coverage` of its window
+///    fails instead of being padded.
+const VERSION: u32 = 5;
 
 /// The built-in `elements` kind.
 pub struct Elements;
@@ -51,6 +53,9 @@ struct Params {
     /// Videos shorter than this fail as unusable.
     #[serde(default = "default_min_seconds")]
     min_seconds: f64,
+    /// The least share of a window's video time its audio must cover.
+    #[serde(default = "default_min_audio_coverage")]
+    min_audio_coverage: f64,
     #[serde(default = "default_clips_per_shard")]
     clips_per_shard: usize,
     /// Clips (windows) per video; keys get a `#j` suffix when above 1.
@@ -98,6 +103,9 @@ fn default_frame_size() -> u32 {
 fn default_min_seconds() -> f64 {
     1.0
 }
+fn default_min_audio_coverage() -> f64 {
+    0.9
+}
 fn default_clips_per_shard() -> usize {
     256
 }
@@ -120,6 +128,7 @@ impl Params {
             clip_seconds: self.clip_seconds,
             frame_size: self.frame_size,
             min_seconds: self.min_seconds,
+            min_audio_coverage: self.min_audio_coverage,
         }
     }
 }
@@ -234,6 +243,7 @@ fn fingerprint(v: &Video, source_blake3: &str, p: &Params) -> String {
         "clip_seconds": p.clip_seconds,
         "frame_size": p.frame_size,
         "min_seconds": p.min_seconds,
+        "min_audio_coverage": p.min_audio_coverage,
         "clips_per_video": p.clips_per_video,
     });
     blake3::hash(canon.to_string().as_bytes())

@@ -162,6 +162,7 @@ pub fn run(args: BenchElementsArgs) -> Result<()> {
             clip_seconds: 3.2,
             frame_size: args.frame_size,
             min_seconds: 0.0,
+            min_audio_coverage: 0.0,
         };
         let t = Instant::now();
         pool.install(|| {
