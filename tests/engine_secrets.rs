@@ -131,3 +131,37 @@ fn a_value_recorded_by_an_older_version_is_hashed_in_place_and_nothing_reruns() 
     let status = with_token(&ws, OTHER, &["status"]);
     assert!(status.contains("environment HF_TOKEN changed"), "{status}");
 }
+
+/// A command that prints its token, to stdout and stderr, and then fails with
+/// the token in the failure the head prints: the step's log holds the name
+/// in its place, and no file of the workspace holds the value.
+#[test]
+fn a_printed_token_is_redacted_in_the_log() {
+    let ws = Ws::new(
+        "stages:\n  leak:\n    cmd: echo \"using $HF_TOKEN\"; echo \"err $HF_TOKEN\" >&2; echo \"$DB_PASSWORD\"; exit 3\n    outs: [out.txt]\n    env: [HF_TOKEN]\n",
+    );
+    let o = ws
+        .cmd()
+        .arg("run")
+        .env("HF_TOKEN", TOKEN)
+        .env("DB_PASSWORD", OTHER)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !printed.contains(TOKEN) && !printed.contains(OTHER),
+        "{printed}"
+    );
+    let log = ws.read(".pipeline/steps/1/log");
+    assert!(log.contains("using [redacted HF_TOKEN]"), "{log}");
+    assert!(log.contains("err [redacted HF_TOKEN]"), "{log}");
+    assert!(log.contains("[redacted DB_PASSWORD]"), "{log}");
+    assert!(log.contains("exited with status 3"), "{log}");
+    assert_nowhere(&ws, TOKEN);
+    assert_nowhere(&ws, OTHER);
+}

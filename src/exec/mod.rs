@@ -8,5 +8,6 @@
 
 pub mod job;
 pub mod local;
+pub mod redact;
 pub mod slurm;
 pub mod step;

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use super::job::{
     read_job, record_start, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE,
 };
+use super::redact;
 use crate::engine::confine;
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
@@ -33,8 +34,22 @@ extern "C" fn on_usr1(_: libc::c_int) {
 }
 
 /// Runs step `id` of the workspace at `root` (or only its shard `shard`);
-/// returns the process exit code.
+/// returns the process exit code. Everything the job writes passes the
+/// secret filter ([`redact`]).
 pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>) -> Result<i32> {
+    let capture = redact::capture();
+    let redactor = capture.redactor.clone();
+    let result = exec_step_inner(root, id, shard, &redactor);
+    capture.finish();
+    result.map_err(|e| anyhow::anyhow!(redactor.text(&format!("{e:#}"))))
+}
+
+fn exec_step_inner(
+    root: &Path,
+    id: StepId,
+    shard: Option<u32>,
+    redactor: &redact::Redactor,
+) -> Result<i32> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe;
     // a caught (not ignored) signal is reset to its default in exec'd children.
     unsafe {
@@ -91,6 +106,7 @@ pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>) -> Result<i32> {
         ),
         Err(e) => (false, Some(1), Some(format!("{e:#}")), Vec::new()),
     };
+    let error = error.map(|e| redactor.text(&e));
     if let Some(e) = &error {
         eprintln!("pipeline: stage {} failed: {e}", job.stage);
     }
