@@ -79,6 +79,8 @@ enum Cmd {
     },
     /// Clear the workspace lock left by a process on another host.
     Unlock,
+    /// Rebuild a lost, emptied or damaged store from the step folders.
+    Recover,
     /// Print benchmark numbers.
     Bench(bench::BenchArgs),
     /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
@@ -290,6 +292,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             print!("{text}");
             Ok(0)
         }
+        Cmd::Recover => recover_cmd(&cli.workspace).await,
         Cmd::Unlock => {
             let ws = Workspace::open(&cli.workspace).await?;
             match ws.store.unlock_any().await? {
@@ -374,6 +377,66 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
     } else {
         1
     })
+}
+
+async fn recover_cmd(workspace: &std::path::Path) -> Result<i32> {
+    use pipeline::engine::recover;
+    let root = workspace
+        .canonicalize()
+        .with_context(|| format!("resolving the workspace {}", workspace.display()))?;
+    let db = root.join(".pipeline").join("state.db");
+    let aside = match recover::unusable(&db).await {
+        Some(why) => {
+            let p = recover::keep_aside(&db)?;
+            eprintln!(
+                "the store could not be used ({why}); kept it as {}",
+                p.display()
+            );
+            Some(p)
+        }
+        None => None,
+    };
+    let ws = Workspace::open_unchecked(&root).await?;
+    ws.store.lock("pipeline recover").await?;
+    let result = recover::recover(&ws, aside).await;
+    ws.store.unlock_mine().await?;
+    let r = result?;
+    let steps = r.succeeded + r.failed + r.interrupted + r.unreadable.len();
+    if steps == 0 {
+        eprintln!("the store knows every step folder: nothing to recover");
+        return Ok(0);
+    }
+    eprintln!(
+        "recovered {steps} steps from their folders: {} succeeded, {} failed, {} interrupted",
+        r.succeeded, r.failed, r.interrupted
+    );
+    eprintln!(
+        "{} outputs checked against their recorded hashes, {} changed since{}",
+        r.outputs_checked,
+        r.outputs_changed.len(),
+        if r.outputs_changed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (their stages will run again): {}",
+                r.outputs_changed.join(", ")
+            )
+        }
+    );
+    if !r.without_record.is_empty() {
+        eprintln!(
+            "steps {:?} were written by an older version without their record: kept for \
+             lineage, their stages will run again",
+            r.without_record
+        );
+    }
+    if !r.unreadable.is_empty() {
+        eprintln!(
+            "step folders {:?} hold no readable job.json: their ids stay reserved",
+            r.unreadable
+        );
+    }
+    Ok(0)
 }
 
 async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {

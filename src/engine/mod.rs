@@ -10,6 +10,7 @@ pub mod params;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;
+pub mod recover;
 pub mod resume;
 pub mod run;
 pub mod workspace;

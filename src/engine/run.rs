@@ -1290,6 +1290,17 @@ async fn queue_step(
         threads,
         shard: None,
         shards,
+        record: Some(job::JobRecord {
+            kind: spec.kind_name().to_string(),
+            fingerprint: key.clone(),
+            code_version: fp.code_version.clone(),
+            command: fp.command.clone(),
+            params_json,
+            env_json,
+            outs_json,
+            reason: reason_text.join("; "),
+            executor: executor.as_str().to_string(),
+        }),
     };
     job::write_job(&dir, &job)?;
     Ok((step, shards))

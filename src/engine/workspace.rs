@@ -18,15 +18,42 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Opens the workspace at `root` (created if needed) and its store.
+    /// Opens the workspace at `root` (created if needed) and its store. A
+    /// store that cannot be read, or that lacks step folders it should know,
+    /// is an error that points to `pipeline recover`.
     pub async fn open(root: &Path) -> Result<Workspace> {
+        Self::open_as(root, true).await
+    }
+
+    /// Opens the workspace without comparing its store with its step folders
+    /// (`pipeline recover`).
+    pub async fn open_unchecked(root: &Path) -> Result<Workspace> {
+        Self::open_as(root, false).await
+    }
+
+    async fn open_as(root: &Path, check: bool) -> Result<Workspace> {
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating the workspace {}", root.display()))?;
         let root = root
             .canonicalize()
             .with_context(|| format!("resolving the workspace {}", root.display()))?;
         let state = root.join(".pipeline");
-        let store = Store::open(&state.join("state.db")).await?;
+        let db = state.join("state.db");
+        let store = match Store::open(&db).await {
+            Ok(s) => s,
+            Err(e) if check && !super::recover::step_folders(&state).is_empty() => {
+                anyhow::bail!(
+                    "the store {} cannot be read ({}); nothing was changed. Run `pipeline \
+                     recover` to keep it aside and rebuild it from the step folders",
+                    db.display(),
+                    e.root_cause()
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        if check {
+            super::recover::check_store_knows_folders(&state, &db, &store).await?;
+        }
         let env_key = EnvKey::load_or_create(&state)?;
         store.hash_recorded_env(|v| env_key.as_digest(v)).await?;
         Ok(Workspace {

@@ -46,6 +46,24 @@ pub struct JobSpec {
     /// tasks before the gathering run; locally the gathering run does it all.
     #[serde(default)]
     pub shards: Option<u32>,
+    /// The step's row as the head recorded it, so `pipeline recover` can
+    /// rebuild a lost store from the step folders.
+    #[serde(default)]
+    pub record: Option<JobRecord>,
+}
+
+/// The columns of a step's row that only the head knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub kind: String,
+    pub fingerprint: String,
+    pub code_version: String,
+    pub command: Option<String>,
+    pub params_json: String,
+    pub env_json: String,
+    pub outs_json: String,
+    pub reason: String,
+    pub executor: String,
 }
 
 /// One output as the job hashed it; its file entries (with stat) are in

@@ -273,12 +273,24 @@ impl Store {
         s: &NewStep<'_>,
         inputs: &[(String, ArtifactVersion<'_>)],
     ) -> Result<StepId> {
+        self.insert_step_as(None, s, inputs).await
+    }
+
+    /// Inserts a step under `id` (`None`: the next free one); `pipeline
+    /// recover` gives a rebuilt step the id of its folder.
+    pub async fn insert_step_as(
+        &self,
+        id: Option<StepId>,
+        s: &NewStep<'_>,
+        inputs: &[(String, ArtifactVersion<'_>)],
+    ) -> Result<StepId> {
         let mut tx = self.pool.begin().await?;
         let id = sqlx::query(
-            "INSERT INTO steps (run_id, stage, kind, shard, fingerprint, code_version, command, \
+            "INSERT INTO steps (id, run_id, stage, kind, shard, fingerprint, code_version, command, \
              params_json, env_json, outs_json, status, reason, executor, queued_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
         )
+        .bind(id.map(|i| i.0))
         .bind(s.run.0)
         .bind(s.stage)
         .bind(s.kind)
@@ -444,6 +456,14 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(r)
+    }
+
+    /// The ids of every recorded step.
+    pub async fn step_ids(&self) -> Result<std::collections::BTreeSet<i64>> {
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM steps")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
     pub async fn step(&self, id: StepId) -> Result<StepRecord> {
