@@ -54,6 +54,18 @@ impl Workspace {
         if check {
             super::recover::check_store_knows_folders(&state, &db, &store).await?;
         }
+        if let Some(fs) = store.network_fs {
+            // Said once per workspace, not on every command.
+            let noted = state.join("network-fs");
+            if std::fs::read_to_string(&noted).ok().as_deref() != Some(fs) {
+                eprintln!(
+                    "note: this workspace's store is on a network file system ({fs}): it runs \
+                     without WAL, with full syncs, and `pipeline run` also takes the lock file \
+                     .pipeline/run.lock (README, \"The store, crash safety, lineage\")"
+                );
+                let _ = std::fs::write(&noted, fs);
+            }
+        }
         let env_key = EnvKey::load_or_create(&state)?;
         store.hash_recorded_env(|v| env_key.as_digest(v)).await?;
         Ok(Workspace {

@@ -24,6 +24,17 @@ impl Store {
     /// Takes the workspace lock for this process. Returns the dead holder it
     /// replaced, if any, so the caller can say so.
     pub async fn lock(&self, command: &str) -> Result<Option<Stale>> {
+        if self.network_fs.is_some() {
+            super::netfs::take_lock_file(&self.dir, command)?;
+        }
+        let taken = self.lock_row(command).await;
+        if taken.is_err() && self.network_fs.is_some() {
+            super::netfs::release_lock_file(&self.dir, false);
+        }
+        taken
+    }
+
+    async fn lock_row(&self, command: &str) -> Result<Option<Stale>> {
         let me = std::process::id();
         let host = hostname();
         let mut conn = self.pool.acquire().await?;
@@ -100,6 +111,9 @@ impl Store {
 
     /// Releases the lock if this process holds it.
     pub async fn unlock_mine(&self) -> Result<()> {
+        if self.network_fs.is_some() {
+            super::netfs::release_lock_file(&self.dir, false);
+        }
         sqlx::query("DELETE FROM lock WHERE id = 1 AND pid = ? AND host = ?")
             .bind(std::process::id() as i64)
             .bind(hostname())
@@ -142,6 +156,9 @@ impl Store {
             .bind(&holder.host)
             .execute(&self.pool)
             .await?;
+        if self.network_fs.is_some() {
+            super::netfs::release_lock_file(&self.dir, true);
+        }
         Ok(Some(holder))
     }
 }

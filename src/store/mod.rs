@@ -7,6 +7,7 @@
 //! `pipeline run` writing at a time.
 
 pub mod lock;
+pub mod netfs;
 pub mod records;
 
 use std::path::Path;
@@ -22,6 +23,10 @@ pub use records::*;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// The file system under the store, when it is shared between hosts.
+    pub network_fs: Option<&'static str>,
+    /// The store's folder (`.pipeline/`), where the lock file goes.
+    pub(crate) dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -33,11 +38,22 @@ impl Store {
         }
         // By file name, never as a URL: a workspace path may hold `%41`, `?`
         // or `#`, which a URL would decode or cut.
+        let dir = db.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let network_fs = match netfs::kind_of(&dir) {
+            netfs::FsKind::Network(name) => Some(name),
+            netfs::FsKind::Local => None,
+        };
+        // WAL needs shared memory that hosts sharing a network file system do
+        // not share: there, a rollback journal with full syncs.
+        let (journal, sync) = match network_fs {
+            Some(_) => (SqliteJournalMode::Delete, SqliteSynchronous::Full),
+            None => (SqliteJournalMode::Wal, SqliteSynchronous::Normal),
+        };
         let opts = SqliteConnectOptions::new()
             .filename(db)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .journal_mode(journal)
+            .synchronous(sync)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             // Deleted and rewritten rows are zeroed on disk: an environment
@@ -52,7 +68,19 @@ impl Store {
             .run(&pool)
             .await
             .with_context(|| format!("migrating the store {}", db.display()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            network_fs,
+            dir,
+        })
+    }
+
+    /// SQLite's journal mode as the store runs it (`wal`, `delete`).
+    pub async fn journal_mode(&self) -> Result<String> {
+        let r: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.0)
     }
 
     /// Runs SQLite's own consistency check; the crash tests use it.
