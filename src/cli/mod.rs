@@ -207,13 +207,37 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    let workspace = cli.workspace.clone();
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
+        Err(e) if disk_full(&e) => {
+            eprintln!(
+                "error: no space left on device at {}: the store could not record what \
+                 happened ({e:#}). Nothing recorded is lost: free space there and run again, \
+                 and the next run records the steps that finished meanwhile",
+                workspace.join(".pipeline").display()
+            );
+            1
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1
         }
     }
+}
+
+/// Whether an error comes from a full disk: ENOSPC, or SQLite's
+/// SQLITE_FULL ("database or disk is full", code 13).
+fn disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error() == Some(libc::ENOSPC);
+        }
+        if let Some(sqlx::Error::Database(db)) = c.downcast_ref::<sqlx::Error>() {
+            return db.code().as_deref() == Some("13");
+        }
+        false
+    })
 }
 
 fn load_dag(cli: &Cli) -> Result<Dag> {

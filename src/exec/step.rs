@@ -106,6 +106,13 @@ fn exec_step_inner(
         ),
         Err(e) => (false, Some(1), Some(format!("{e:#}")), Vec::new()),
     };
+    let error = match error {
+        Some(e) if !succeeded => Some(match out_of_space(root, &dir, &job) {
+            Some(why) => format!("{why} (the step failed with: {e})"),
+            None => e,
+        }),
+        other => other,
+    };
     let error = error.map(|e| redactor.text(&e));
     if let Some(e) = &error {
         eprintln!("pipeline: stage {} failed: {e}", job.stage);
@@ -294,6 +301,78 @@ fn remove(p: &Path) -> Result<()> {
         }
         Ok(_) => std::fs::remove_file(p).with_context(|| format!("removing {}", p.display())),
     }
+}
+
+/// Free and total bytes of the file system holding `path`.
+fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a properly sized buffer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    let unit = st.f_frsize as u64;
+    (rc == 0).then(|| (st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}
+
+/// Bytes under `p` (a file or a folder), links not followed.
+fn bytes_under(p: &Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| bytes_under(&e.path()))
+            .sum(),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// When a failed step's file system is full: says where and how much the
+/// step had written, and removes its partial outputs (a staging folder, a
+/// command's declared outputs), which frees the space for its result file
+/// and for the store to record the failure.
+fn out_of_space(root: &Path, step: &Path, job: &JobSpec) -> Option<String> {
+    let mut places = vec![root.to_path_buf()];
+    for o in &job.outputs {
+        let mut p = root.join(&o.path);
+        while !p.is_dir() {
+            match p.parent() {
+                Some(q) => p = q.to_path_buf(),
+                None => break,
+            }
+        }
+        places.push(p);
+    }
+    let (place, free, total) = places
+        .iter()
+        .filter_map(|p| fs_space(p).map(|(f, t)| (p, f, t)))
+        .min_by_key(|(_, f, _)| *f)?;
+    if free >= (1 << 20).max(total / 1000) {
+        return None;
+    }
+    let mut partial = vec![step.join("staging")];
+    if matches!(job.action, JobAction::Command { .. }) && job.shard.is_none() {
+        partial.extend(
+            job.outputs
+                .iter()
+                .filter(|o| !o.persist)
+                .map(|o| root.join(&o.path)),
+        );
+    }
+    let written: u64 = partial.iter().map(|p| bytes_under(p)).sum();
+    for p in &partial {
+        let _ = remove(p);
+    }
+    Some(format!(
+        "no space left on device at {} ({} free of {}): the step had written {} of its \
+         outputs when the space ran out, so it needs more than that; its partial outputs were \
+         removed. Free space there and run again",
+        place.display(),
+        crate::util::human_bytes(free),
+        crate::util::human_bytes(total),
+        crate::util::human_bytes(written)
+    ))
 }
 
 fn peak_rss_kb() -> Option<i64> {
