@@ -81,6 +81,13 @@ enum Cmd {
     Unlock,
     /// Rebuild a lost, emptied or damaged store from the step folders.
     Recover,
+    /// Remove staging folders, superseded step folders and recorded stages'
+    /// memos: what no recorded artifact, live step or resume needs.
+    Gc {
+        /// List them with their sizes; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print benchmark numbers.
     Bench(bench::BenchArgs),
     /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
@@ -317,6 +324,45 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Recover => recover_cmd(&cli.workspace).await,
+        Cmd::Gc { dry_run } => {
+            use pipeline::engine::gc;
+            let ws = Workspace::open(&cli.workspace).await?;
+            if !*dry_run {
+                ws.store.lock("pipeline gc").await?;
+            }
+            let found = gc::find(&ws).await;
+            let done = match (&found, *dry_run) {
+                (Ok(g), false) => gc::remove(g),
+                _ => Ok(()),
+            };
+            if !*dry_run {
+                ws.store.unlock_mine().await?;
+            }
+            let garbage = found?;
+            done?;
+            let total: u64 = garbage.iter().map(|g| g.bytes).sum();
+            for g in &garbage {
+                let rel = g.path.strip_prefix(&ws.root).unwrap_or(&g.path);
+                println!(
+                    "{:>10}  {}  ({})",
+                    pipeline::util::human_bytes(g.bytes),
+                    rel.display(),
+                    g.why
+                );
+            }
+            println!(
+                "{} {} in {} places{}",
+                if *dry_run { "would free" } else { "freed" },
+                pipeline::util::human_bytes(total),
+                garbage.len(),
+                if *dry_run {
+                    " (dry run: nothing removed)"
+                } else {
+                    ""
+                }
+            );
+            Ok(0)
+        }
         Cmd::Unlock => {
             let ws = Workspace::open(&cli.workspace).await?;
             match ws.store.unlock_any().await? {

@@ -5,6 +5,7 @@ pub mod confine;
 pub mod dag;
 pub mod envkey;
 pub mod fingerprint;
+pub mod gc;
 pub mod lineage;
 pub mod params;
 pub mod paths;

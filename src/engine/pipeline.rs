@@ -92,6 +92,10 @@ pub struct StageSpec {
     pub env: Vec<String>,
     pub shards: Option<u32>,
     pub always_changed: bool,
+    /// Keep the stage's per-item memo (`.pipeline/items/<stage>/`) once its
+    /// output is recorded; dropped otherwise, since it holds the output's
+    /// bytes a second time.
+    pub keep_memo: bool,
     pub frozen: bool,
     /// `local` or `slurm`: overrides the run's executor for this stage.
     pub executor: Option<String>,
@@ -134,6 +138,7 @@ struct RawStage {
     env: Option<Vec<String>>,
     shards: Option<u32>,
     always_changed: Option<bool>,
+    keep_memo: Option<bool>,
     frozen: Option<bool>,
     executor: Option<String>,
     #[allow(dead_code)]
@@ -343,6 +348,9 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
             bail!("executor '{e}': use local or slurm");
         }
     }
+    let keep_memo = raw
+        .keep_memo
+        .unwrap_or_else(|| KEEPS_MEMO.contains(&action_kind(&action)));
     Ok(StageSpec {
         name: name.to_string(),
         defined_in: defined_in.to_path_buf(),
@@ -355,9 +363,21 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
         env: raw.env.unwrap_or_default(),
         shards: raw.shards.filter(|&n| n > 1),
         always_changed: raw.always_changed.unwrap_or(false),
+        keep_memo,
         frozen: raw.frozen.unwrap_or(false),
         executor: raw.executor,
     })
+}
+
+/// Kinds whose memo is kept by default: each item of a sweep is a training,
+/// and adding one grid point must not retrain the others.
+const KEEPS_MEMO: &[&str] = &["stage2_sweep"];
+
+fn action_kind(a: &Action) -> &str {
+    match a {
+        Action::Builtin { kind } => kind,
+        Action::Command { .. } => "cmd",
+    }
 }
 
 fn command_text(v: &Value) -> Result<String> {

@@ -391,6 +391,14 @@ pub async fn ingest(
         host: Some(&r.host),
     };
     ws.store.finish_step(id, &end, &outputs).await?;
+    if status == StepStatus::Succeeded && !job::read_job(&dir).is_ok_and(|j| j.keep_memo) {
+        // The output now holds what the memo held.
+        let memo = ws.items_dir(&stage);
+        if memo.exists() {
+            std::fs::remove_dir_all(&memo)
+                .with_context(|| format!("removing the memo {}", memo.display()))?;
+        }
+    }
     Ok(status)
 }
 
@@ -1301,6 +1309,7 @@ async fn queue_step(
             reason: reason_text.join("; "),
             executor: executor.as_str().to_string(),
         }),
+        keep_memo: spec.keep_memo,
     };
     job::write_job(&dir, &job)?;
     Ok((step, shards))

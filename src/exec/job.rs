@@ -50,6 +50,14 @@ pub struct JobSpec {
     /// rebuild a lost store from the step folders.
     #[serde(default)]
     pub record: Option<JobRecord>,
+    /// Keep the stage's per-item memo once the step's output is recorded.
+    #[serde(default = "keep_by_default")]
+    pub keep_memo: bool,
+}
+
+/// A `job.json` written before `keep_memo` existed keeps its memo.
+fn keep_by_default() -> bool {
+    true
 }
 
 /// The columns of a step's row that only the head knows.

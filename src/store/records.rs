@@ -458,6 +458,19 @@ impl Store {
         Ok(r)
     }
 
+    /// Whether a step of `stage` with key `fingerprint` succeeded.
+    pub async fn succeeded_with_key(&self, stage: &str, fingerprint: &str) -> Result<bool> {
+        let r: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM steps WHERE stage = ? AND fingerprint = ? AND status = 'succeeded' \
+             LIMIT 1",
+        )
+        .bind(stage)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.is_some())
+    }
+
     /// The ids of every recorded step.
     pub async fn step_ids(&self) -> Result<std::collections::BTreeSet<i64>> {
         let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM steps")
