@@ -17,6 +17,15 @@ use common::Ws;
 const EPOCHS: usize = 40;
 
 fn workspace() -> Ws {
+    let ws = workspace_only();
+    ws.write(
+        "cluster.yaml",
+        "poll_min_s: 0.5\npoll_max_s: 2\nresult_wait_s: 10\nmax_gpus: 0\nmax_mem: 2G\n",
+    );
+    ws
+}
+
+fn workspace_only() -> Ws {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ws = Ws::new(&format!(
         "config: cfg\nstages:\n  stage1: {{manifest: \"{}\"}}\n",
@@ -127,5 +136,105 @@ fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
         hash(&ws, "models/stage1"),
         hash(&whole, "models/stage1"),
         "the resumed training wrote other bytes than an uninterrupted one"
+    );
+}
+
+/// The same on Slurm: the head SIGKILLed and the job cancelled after epoch
+/// 3; the next run (on Slurm again) starts a new step that resumes from the
+/// cancelled step's checkpoint and writes an uninterrupted run's bytes.
+#[test]
+fn a_cancelled_slurm_training_continues_from_its_last_checkpoint_in_the_next_step() {
+    if !common::slurm_cluster() {
+        return;
+    }
+    let whole = workspace();
+    whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+
+    let ws = workspace();
+    let cluster = ws.path("cluster.yaml");
+    let slurm_run = |ws: &Ws| {
+        let mut c = ws.cmd();
+        c.args([
+            "--profile",
+            "tiny",
+            "run",
+            "--device",
+            "cpu",
+            "--executor",
+            "slurm",
+        ])
+        .arg("--cluster")
+        .arg(&cluster);
+        c
+    };
+    let mut head = slurm_run(&ws)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = ws.path(".pipeline/steps/1/checkpoints/epoch-0003/state.json");
+    let t = Instant::now();
+    while !ckpt.is_file() {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "no checkpoint of epoch 3 on Slurm"
+        );
+        assert!(
+            head.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sigkill(head.id() as i32);
+    head.wait().unwrap();
+    let job = ws
+        .read(".pipeline/steps/1/starts")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(job, "-", "the step ran outside Slurm");
+    assert!(Command::new("scancel")
+        .arg(&job)
+        .status()
+        .unwrap()
+        .success());
+    let t = Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "job {job} never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !ws.path("models/stage1").exists(),
+        "cancelled before it finished"
+    );
+
+    let out = slurm_run(&ws).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stage1 (step 2)"), "{text}");
+    let from: serde_json::Value =
+        serde_json::from_str(&ws.read(".pipeline/steps/2/resumed_from.json")).unwrap();
+    assert_eq!(from["step"], 1, "{from}");
+    let epoch = from["epoch"].as_u64().unwrap();
+    assert!((3..EPOCHS as u64).contains(&epoch), "{from}");
+    assert_eq!(
+        hash(&ws, "models/stage1"),
+        hash(&whole, "models/stage1"),
+        "the resumed Slurm training wrote other bytes than an uninterrupted one"
     );
 }
