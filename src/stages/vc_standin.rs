@@ -349,8 +349,8 @@ pub fn convert(source: &[f32], reference: &[f32]) -> Vec<f32> {
         let g = (f + 1).min(frames - 1);
         phase = (phase + (f0[f] + (f0[g] - f0[f]) * t) / sr).fract();
         let mut y = 0.0;
-        for h in 0..MAX_HARMONICS {
-            let a = amps[f][h] + (amps[g][h] - amps[f][h]) * t;
+        for (h, (a0, a1)) in amps[f].iter().zip(&amps[g]).enumerate() {
+            let a = a0 + (a1 - a0) * t;
             if a > 0.0 {
                 y += a * (TAU * (h + 1) as f64 * phase).sin();
             }
