@@ -95,7 +95,13 @@ pub async fn find(ws: &Workspace) -> Result<Vec<Garbage>> {
         let why = match ws.store.latest_step(&stage).await? {
             None => Some(format!("the memo of stage {stage}, which never ran here")),
             Some(s) if s.status == StepStatus::Succeeded => {
-                let keep = job::read_job(&ws.step_dir(s.id)).is_ok_and(|j| j.keep_memo);
+                // A step written before `keep_memo` existed: its kind's default.
+                let keep = match job::read_job(&ws.step_dir(s.id)) {
+                    Ok(j) => j
+                        .keep_memo
+                        .unwrap_or_else(|| super::pipeline::keeps_memo_by_default(&s.kind)),
+                    Err(_) => true,
+                };
                 (!keep).then(|| {
                     format!(
                         "the memo of stage {stage}, whose output step {} recorded",

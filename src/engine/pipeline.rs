@@ -350,7 +350,7 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
     }
     let keep_memo = raw
         .keep_memo
-        .unwrap_or_else(|| KEEPS_MEMO.contains(&action_kind(&action)));
+        .unwrap_or_else(|| keeps_memo_by_default(action_kind(&action)));
     Ok(StageSpec {
         name: name.to_string(),
         defined_in: defined_in.to_path_buf(),
@@ -372,6 +372,11 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
 /// Kinds whose memo is kept by default: each item of a sweep is a training,
 /// and adding one grid point must not retrain the others.
 const KEEPS_MEMO: &[&str] = &["stage2_sweep"];
+
+/// Whether a stage of `kind` keeps its memo when its manifest does not say.
+pub fn keeps_memo_by_default(kind: &str) -> bool {
+    KEEPS_MEMO.contains(&kind)
+}
 
 fn action_kind(a: &Action) -> &str {
     match a {

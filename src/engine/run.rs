@@ -391,7 +391,9 @@ pub async fn ingest(
         host: Some(&r.host),
     };
     ws.store.finish_step(id, &end, &outputs).await?;
-    if status == StepStatus::Succeeded && !job::read_job(&dir).is_ok_and(|j| j.keep_memo) {
+    if status == StepStatus::Succeeded
+        && !job::read_job(&dir).is_ok_and(|j| j.keep_memo != Some(false))
+    {
         // The output now holds what the memo held.
         let memo = ws.items_dir(&stage);
         if memo.exists() {
@@ -1309,7 +1311,7 @@ async fn queue_step(
             reason: reason_text.join("; "),
             executor: executor.as_str().to_string(),
         }),
-        keep_memo: spec.keep_memo,
+        keep_memo: Some(spec.keep_memo),
     };
     job::write_job(&dir, &job)?;
     Ok((step, shards))

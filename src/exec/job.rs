@@ -50,14 +50,10 @@ pub struct JobSpec {
     /// rebuild a lost store from the step folders.
     #[serde(default)]
     pub record: Option<JobRecord>,
-    /// Keep the stage's per-item memo once the step's output is recorded.
-    #[serde(default = "keep_by_default")]
-    pub keep_memo: bool,
-}
-
-/// A `job.json` written before `keep_memo` existed keeps its memo.
-fn keep_by_default() -> bool {
-    true
+    /// Keep the stage's per-item memo once the step's output is recorded;
+    /// `None` in a `job.json` written before this existed.
+    #[serde(default)]
+    pub keep_memo: Option<bool>,
 }
 
 /// The columns of a step's row that only the head knows.
