@@ -81,6 +81,21 @@ pub fn human_ms(ms: i64) -> String {
     }
 }
 
+/// Bytes under `p` (a file, or a folder summed over its files), links not
+/// followed; 0 when nothing is there.
+pub fn bytes_under(p: &std::path::Path) -> u64 {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| bytes_under(&e.path()))
+            .sum(),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 /// Formats a byte count for people.
 pub fn human_bytes(b: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

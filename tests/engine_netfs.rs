@@ -5,20 +5,11 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use common::Ws;
+use common::{wait_for, Ws};
 
 const NFS: &str = "0x6969";
 const SLOW: &str = "stages:\n  slow:\n    cmd: sleep $(cat delay); echo done > out.txt\n    deps: [delay]\n    outs: [out.txt]\n";
-
-fn wait_for(path: &std::path::Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn on_nfs_the_store_has_no_wal_and_a_run_holds_a_lock_file() {
@@ -34,7 +25,7 @@ fn on_nfs_the_store_has_no_wal_and_a_run_holds_a_lock_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(&ws.path(".pipeline/steps/2/pid"));
+    wait_for(&ws.path(".pipeline/steps/2/pid"), 20);
     let lock = ws.read(".pipeline/run.lock");
     assert!(
         lock.starts_with(&format!("{} {} ", pipeline::util::hostname(), first.id())),
@@ -82,7 +73,7 @@ fn on_a_local_disk_the_store_runs_in_wal_mode() {
     let ws = Ws::new(SLOW);
     ws.write("delay", "1.5\n");
     let mut first = ws.cmd().arg("run").stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"));
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
     assert!(ws.path(".pipeline/state.db-wal").exists());
     assert!(!ws.path(".pipeline/run.lock").exists());
     assert!(first.wait().unwrap().success());

@@ -4,28 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Ws;
-
-fn wait_for(path: &std::path::Path, secs: u64) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(secs),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn job_pid(ws: &Ws, step: u32) -> u32 {
-    let text = ws.read(&format!(".pipeline/steps/{step}/pid"));
-    text.split_whitespace().next().unwrap().parse().unwrap()
-}
-
-fn alive(pid: u32) -> bool {
-    pipeline::util::process_start(pid).is_some()
-}
+use common::{alive, wait_for, Ws};
 
 #[test]
 fn a_live_lock_is_respected() {
@@ -123,7 +102,7 @@ fn a_dead_head_is_taken_over_and_its_running_step_reattached() {
     wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
     head.kill().unwrap();
     head.wait().unwrap();
-    let job = job_pid(&ws, 1);
+    let job = ws.job_pid(1);
     assert!(alive(job), "the step outlives its head");
     let out = ws.ok(&["run"]);
     assert!(out.contains("took over the workspace lock"), "{out}");
@@ -146,7 +125,7 @@ fn ctrl_c_stops_the_steps_and_records_them_interrupted() {
         .spawn()
         .unwrap();
     wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
-    let job = job_pid(&ws, 1);
+    let job = ws.job_pid(1);
     let t = Instant::now();
     // SAFETY: signalling a child we started.
     unsafe { libc::kill(head.id() as i32, libc::SIGINT) };

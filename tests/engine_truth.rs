@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Ws;
+use common::{alive, wait_for, Ws};
 
 const TWO: &str =
     "stages:\n  make:\n    cmd: sh make.sh\n    deps: [make.sh]\n    outs: [final.txt, out_a]\n";
@@ -79,23 +79,6 @@ fn verify_covers_the_sources() {
     assert!(out.contains("1 changed"), "{out}");
 }
 
-fn wait_for(path: &std::path::Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn job_pid(ws: &Ws) -> String {
-    let text = ws.read(".pipeline/steps/1/pid");
-    text.split_whitespace().next().unwrap().to_string()
-}
-
-fn alive(pid: &str) -> bool {
-    pipeline::util::process_start(pid.parse().unwrap()).is_some()
-}
-
 #[test]
 fn status_after_head_and_step_were_killed_says_interrupted() {
     let ws =
@@ -106,19 +89,19 @@ fn status_after_head_and_step_were_killed_says_interrupted() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"));
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
     let live = ws.ok(&["status"]);
     assert!(live.contains("running (step 1)"), "{live}");
     head.kill().unwrap();
     head.wait().unwrap();
-    let pid = job_pid(&ws);
+    let pid = ws.job_pid(1);
     // The job runs its command in a process group of its own.
     std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{pid}")])
         .status()
         .unwrap();
     let t = Instant::now();
-    while alive(&pid) {
+    while alive(pid) {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "the job survived SIGKILL"
@@ -144,12 +127,12 @@ fn status_after_the_head_was_killed_and_the_step_finished_says_finished() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"));
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
     head.kill().unwrap();
     head.wait().unwrap();
-    let pid = job_pid(&ws);
+    let pid = ws.job_pid(1);
     let t = Instant::now();
-    while alive(&pid) {
+    while alive(pid) {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "the step never ended"

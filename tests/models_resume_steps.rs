@@ -61,6 +61,23 @@ fn hash(ws: &Ws, rel: &str) -> String {
     h.hash.to_hex().to_string()
 }
 
+/// Waits for step 1's checkpoint of epoch 3 while `head` still runs.
+fn until_epoch_3(ws: &Ws, head: &mut std::process::Child, secs: u64) {
+    let ckpt = ws.path(".pipeline/steps/1/checkpoints/epoch-0003/state.json");
+    let t = Instant::now();
+    while !ckpt.is_file() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "no checkpoint of epoch 3"
+        );
+        assert!(
+            head.try_wait().unwrap().is_none(),
+            "the run ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn sigkill(pid: i32) {
     // SAFETY: kill(2) with a pid this test read from the step's pid file.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -79,19 +96,7 @@ fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ckpt = ws.path(".pipeline/steps/1/checkpoints/epoch-0003/state.json");
-    let t = Instant::now();
-    while !ckpt.is_file() {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "no checkpoint of epoch 3"
-        );
-        assert!(
-            head.try_wait().unwrap().is_none(),
-            "the run ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until_epoch_3(&ws, &mut head, 120);
     let worker: i32 = ws
         .read(".pipeline/steps/1/pid")
         .split_whitespace()
@@ -172,19 +177,7 @@ fn a_cancelled_slurm_training_continues_from_its_last_checkpoint_in_the_next_ste
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ckpt = ws.path(".pipeline/steps/1/checkpoints/epoch-0003/state.json");
-    let t = Instant::now();
-    while !ckpt.is_file() {
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "no checkpoint of epoch 3 on Slurm"
-        );
-        assert!(
-            head.try_wait().unwrap().is_none(),
-            "the run ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    until_epoch_3(&ws, &mut head, 300);
     sigkill(head.id() as i32);
     head.wait().unwrap();
     let job = ws

@@ -21,19 +21,6 @@ pub struct Garbage {
     pub why: String,
 }
 
-fn bytes_under(p: &std::path::Path) -> u64 {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| bytes_under(&e.path()))
-            .sum(),
-        Ok(m) => m.len(),
-        Err(_) => 0,
-    }
-}
-
 /// What can go, with sizes; removes nothing.
 pub async fn find(ws: &Workspace) -> Result<Vec<Garbage>> {
     let mut out = Vec::new();
@@ -69,7 +56,7 @@ pub async fn find(ws: &Workspace) -> Result<Vec<Garbage>> {
                 .await?;
         if !is_newest && !current.contains(&id) && !resumable {
             out.push(Garbage {
-                bytes: bytes_under(&dir),
+                bytes: crate::util::bytes_under(&dir),
                 path: dir,
                 why: format!(
                     "step {id} ({}, {}): a newer step of its stage ran, and no current \
@@ -83,7 +70,7 @@ pub async fn find(ws: &Workspace) -> Result<Vec<Garbage>> {
         let staging = dir.join("staging");
         if staging.exists() {
             out.push(Garbage {
-                bytes: bytes_under(&staging),
+                bytes: crate::util::bytes_under(&staging),
                 path: staging,
                 why: format!("the staging folder of finished step {id} ({})", s.stage),
             });
@@ -114,7 +101,7 @@ pub async fn find(ws: &Workspace) -> Result<Vec<Garbage>> {
         };
         if let Some(why) = why {
             out.push(Garbage {
-                bytes: bytes_under(&e.path()),
+                bytes: crate::util::bytes_under(&e.path()),
                 path: e.path(),
                 why,
             });

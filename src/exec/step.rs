@@ -314,20 +314,6 @@ fn fs_space(path: &Path) -> Option<(u64, u64)> {
     (rc == 0).then(|| (st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
 
-/// Bytes under `p` (a file or a folder), links not followed.
-fn bytes_under(p: &Path) -> u64 {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| bytes_under(&e.path()))
-            .sum(),
-        Ok(m) => m.len(),
-        Err(_) => 0,
-    }
-}
-
 /// When a failed step's file system is full: says where and how much the
 /// step had written, and removes its partial outputs (a staging folder, a
 /// command's declared outputs), which frees the space for its result file
@@ -360,7 +346,7 @@ fn out_of_space(root: &Path, step: &Path, job: &JobSpec) -> Option<String> {
                 .map(|o| root.join(&o.path)),
         );
     }
-    let written: u64 = partial.iter().map(|p| bytes_under(p)).sum();
+    let written: u64 = partial.iter().map(|p| crate::util::bytes_under(p)).sum();
     for p in &partial {
         let _ = remove(p);
     }

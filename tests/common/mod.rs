@@ -64,6 +64,12 @@ impl Ws {
         format!("{out}{err}")
     }
 
+    /// The pid of step `step`'s job, from its pid file.
+    pub fn job_pid(&self, step: u32) -> u32 {
+        let text = self.read(&format!(".pipeline/steps/{step}/pid"));
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
     pub fn status_json(&self) -> serde_json::Value {
         let (code, out, err) = self.run(&["status", "--json"]);
         assert_eq!(code, 0, "status failed: {err}");
@@ -100,6 +106,24 @@ impl Ws {
             .map(|l| l.trim().split(' ').next().unwrap().to_string())
             .collect()
     }
+}
+
+/// Waits (at most `secs` seconds) for `path` to appear.
+pub fn wait_for(path: &Path, secs: u64) {
+    let t = std::time::Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(secs),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    pipeline::util::process_start(pid).is_some()
 }
 
 /// Whether a Slurm cluster answers (`scripts/slurm.sh up`). Where none does,
