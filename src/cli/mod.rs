@@ -455,20 +455,16 @@ async fn recover_cmd(workspace: &std::path::Path) -> Result<i32> {
         .canonicalize()
         .with_context(|| format!("resolving the workspace {}", workspace.display()))?;
     let db = root.join(".pipeline").join("state.db");
-    let aside = match recover::unusable(&db).await {
-        Some(why) => {
-            let p = recover::keep_aside(&db)?;
-            eprintln!(
-                "the store could not be used ({why}); kept it as {}",
-                p.display()
-            );
-            Some(p)
-        }
-        None => None,
-    };
+    if let Some(why) = recover::unusable(&db).await {
+        let p = recover::keep_aside(&db)?;
+        eprintln!(
+            "the store could not be used ({why}); kept it as {}",
+            p.display()
+        );
+    }
     let ws = Workspace::open_unchecked(&root).await?;
     ws.store.lock("pipeline recover").await?;
-    let result = recover::recover(&ws, aside).await;
+    let result = recover::recover(&ws).await;
     ws.store.unlock_mine().await?;
     let r = result?;
     let steps = r.succeeded + r.failed + r.interrupted + r.unreadable.len();

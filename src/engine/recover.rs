@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::paths::RelPath;
 use super::run::ingest;
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction};
@@ -73,8 +74,6 @@ pub async fn unusable(db: &Path) -> Option<String> {
 /// What `recover` did.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Where the damaged store was moved, if it was.
-    pub kept_aside: Option<PathBuf>,
     pub succeeded: usize,
     pub failed: usize,
     pub interrupted: usize,
@@ -106,11 +105,8 @@ pub fn keep_aside(db: &Path) -> Result<PathBuf> {
 
 /// Rebuilds every step the store lacks from its folder, under the folder's
 /// id, so new steps never reuse an old folder.
-pub async fn recover(ws: &Workspace, kept_aside: Option<PathBuf>) -> Result<Recovered> {
-    let mut out = Recovered {
-        kept_aside,
-        ..Default::default()
-    };
+pub async fn recover(ws: &Workspace) -> Result<Recovered> {
+    let mut out = Recovered::default();
     let known = ws.store.step_ids().await?;
     let missing: Vec<i64> = step_folders(&ws.state_dir())
         .into_iter()
@@ -151,14 +147,15 @@ pub async fn recover(ws: &Workspace, kept_aside: Option<PathBuf>) -> Result<Reco
         }
         // An input is found by the hash the head recorded; a source the
         // store does not know is described by the disk when it still holds
-        // those bytes.
+        // those bytes. Through the stat cache: an input many steps read is
+        // read once.
         let mut current = Vec::new();
         for (name, path) in &spec.inputs {
             let Some(hex) = spec.input_hashes.get(name) else {
                 continue;
             };
-            let abs = ws.root.join(path);
-            let now = tokio::task::spawn_blocking(move || hash::hash_path(&abs, None)).await??;
+            let rel = RelPath::parse(path).map_err(|e| anyhow::anyhow!(e))?;
+            let now = ws.hash(&rel).await?;
             let now = now.filter(|(h, _)| h.hash.to_hex().as_str() == hex.as_str());
             current.push((name.clone(), path.clone(), hex.clone(), now));
         }

@@ -114,19 +114,30 @@ pub fn capture() -> Capture {
         }
         let out = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
         let err = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3);
-        if out < 0 || err < 0 || libc::dup2(fds[1], 1) < 0 || libc::dup2(fds[1], 2) < 0 {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
+        let sink = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if out < 0 || err < 0 || sink < 0 || libc::dup2(fds[1], 1) < 0 || libc::dup2(fds[1], 2) < 0
+        {
+            if out >= 0 {
+                libc::dup2(out, 1);
+            }
+            if err >= 0 {
+                libc::dup2(err, 2);
+            }
+            for fd in [fds[0], fds[1], out, err, sink] {
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
             return none;
         }
         libc::close(fds[1]);
-        (out, err)
+        (out, err, sink)
     };
-    // SAFETY: the read end and the duplicate of the old output are this
-    // thread's alone from here on.
+    let (saved, sink) = ((saved.0, saved.1), saved.2);
+    // SAFETY: the read end and the sink (a duplicate of the old output) are
+    // valid descriptors that this thread alone owns from here on.
     let mut reader = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    let mut sink =
-        unsafe { std::fs::File::from_raw_fd(libc::fcntl(saved.0, libc::F_DUPFD_CLOEXEC, 3)) };
+    let mut sink = unsafe { std::fs::File::from_raw_fd(sink) };
     let (tx, rx) = std::sync::mpsc::channel();
     let r = redactor.clone();
     std::thread::spawn(move || {
