@@ -1,63 +1,7 @@
-//! Build script: when the `torch` feature is on, bakes the libtorch library
-//! folder into the binary's rpath so `pipeline` runs without LD_LIBRARY_PATH,
-//! and links `libtorch_cuda` explicitly when it exists there, because nothing
-//! references its symbols directly and the linker would otherwise drop it,
-//! leaving CUDA unavailable at run time even on a GPU machine.
-
-use std::path::PathBuf;
-use std::process::Command;
+//! Build script: sqlx::migrate! embeds the migrations, so a new one must
+//! rebuild.
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
-    println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     println!("cargo:rerun-if-changed=build.rs");
-    // sqlx::migrate! embeds the migrations: a new one must rebuild.
     println!("cargo:rerun-if-changed=migrations");
-    if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
-        return;
-    }
-    let Some(lib) = torch_lib_dir() else {
-        println!(
-            "cargo:warning=torch feature on but libtorch's lib folder was not found; \
-             the binary will need LD_LIBRARY_PATH"
-        );
-        return;
-    };
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-search=native={}", lib.display());
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
-    }
-}
-
-/// libtorch's `lib` folder: from `LIBTORCH`, else from the Python torch package
-/// that tch-sys itself uses under `LIBTORCH_USE_PYTORCH`.
-fn torch_lib_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(root) = std::env::var_os("LIBTORCH") {
-        let lib = PathBuf::from(root).join("lib");
-        if lib.is_dir() {
-            return Some(lib);
-        }
-    }
-    let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    dir.is_dir().then_some(dir)
 }

@@ -5,8 +5,10 @@
 //! -> [`engine::plan::Plan`] -> jobs ([`exec`]) -> results -> [`store`].
 //!
 //! Layers, top to bottom: `cli` (in the binary), [`engine`], [`exec`], [`stages`],
-//! [`store`], [`hash`]; the heavy domain modules `media` (FFmpeg) and `models`
-//! (libtorch) sit behind the cargo features of the same names.
+//! [`store`], [`hash`]; the FFmpeg module `media` sits behind the cargo feature
+//! of that name. The libtorch models live in the `pipeline-models` crate, whose
+//! program `pipeline-worker` runs the model stage kinds: this crate never links
+//! libtorch, so `pipeline` starts in milliseconds.
 
 pub mod auc;
 pub mod engine;
@@ -18,5 +20,3 @@ pub mod util;
 
 #[cfg(feature = "media")]
 pub mod media;
-#[cfg(feature = "torch")]
-pub mod models;

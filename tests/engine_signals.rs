@@ -1,4 +1,5 @@
-//! The workspace lock, re-attaching after the head process dies, and Ctrl-C.
+//! The workspace lock, re-attaching after the head process dies, and the
+//! signals that stop a run (SIGINT, SIGTERM, SIGHUP).
 
 mod common;
 
@@ -113,7 +114,18 @@ fn a_dead_head_is_taken_over_and_its_running_step_reattached() {
 }
 
 #[test]
-fn ctrl_c_stops_the_steps_and_records_them_interrupted() {
+fn sigint_sigterm_and_sighup_each_stop_the_steps_and_record_them_interrupted() {
+    // Ctrl-C, `kill`/`timeout`/Slurm, and a closed terminal.
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
+        stopped_by(sig, name);
+    }
+}
+
+fn stopped_by(sig: i32, name: &str) {
     let ws = Ws::new(
         "stages:\n  slow:\n    cmd: sleep $(cat delay); echo done > out.txt\n    outs: [out.txt]\n",
     );
@@ -121,34 +133,45 @@ fn ctrl_c_stops_the_steps_and_records_them_interrupted() {
     let mut head = ws
         .cmd()
         .arg("run")
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
     let job = ws.job_pid(1);
     let t = Instant::now();
     // SAFETY: signalling a child we started.
-    unsafe { libc::kill(head.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(head.id() as i32, sig) };
+    let mut err = String::new();
+    use std::io::Read;
+    head.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = head.wait().unwrap();
     assert!(
         t.elapsed() < Duration::from_secs(10),
-        "Ctrl-C took {:?}",
+        "{name} took {:?}",
         t.elapsed()
     );
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(128 + sig), "{name}: {err}");
+    assert!(err.contains(&format!("interrupted by {name}")), "{err}");
     let t = Instant::now();
     while alive(job) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!alive(job), "the step's process was stopped");
+    assert!(!alive(job), "{name}: the step's process was stopped");
     let v = ws.status_json();
-    assert_eq!(v["stages"][0]["last_step"]["status"], "interrupted");
+    assert_eq!(
+        v["stages"][0]["last_step"]["status"], "interrupted",
+        "{name}"
+    );
     assert_eq!(v["stages"][0]["state"], "stale");
     assert!(!ws.path("out.txt").exists());
     // The lock was released, not left for the next run to take over.
     ws.write("delay", "0");
     let out = ws.ok(&["run"]);
-    assert!(!out.contains("took over"), "{out}");
+    assert!(!out.contains("took over"), "{name}: {out}");
     assert!(
         out.contains("interrupted"),
         "status shows the earlier interruption as the reason: {out}"

@@ -106,6 +106,41 @@ fn unknown_stage_in_until_lists_the_stages() {
 }
 
 #[test]
+fn a_model_kind_without_the_worker_beside_pipeline_fails_its_step_saying_so() {
+    // `pipeline` alone, in a folder without `pipeline-worker`.
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("pipeline");
+    std::fs::copy(common::pipeline_exe(), &exe).unwrap();
+    let ws = Ws::new("stages:\n  a:\n    kind: stage2\n    params: {}\n    outs: {model: m}\n");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&exe)
+            .arg("-f")
+            .arg(ws.path("pipeline.yaml"))
+            .arg("-w")
+            .arg(ws.root())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, out) = run(&["run"]);
+    assert!(!ok, "{out}");
+    let (_, log) = run(&["log", "a"]);
+    assert!(
+        log.contains(
+            "stage kind stage2: the model kinds run in pipeline-worker, which is not beside"
+        ),
+        "{log}"
+    );
+    assert_eq!(ws.status()[0].1, "stale", "nothing recorded as done");
+}
+
+#[test]
 fn unknown_kind_and_unimplemented_kind() {
     let e = err_of(
         "stages:\n  a:\n    kind: frobnicate\n    outs: [x]\n",

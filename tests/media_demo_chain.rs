@@ -1,8 +1,7 @@
 //! The demo chain synth -> seedvc -> elements with the demo profile's
 //! parameters (fewer identities), through the real subprocess path: the
-//! seedvc command template calls `{pipeline_media} vc-standin`, which falls
-//! back to `{pipeline}` (no `pipeline-media` sits beside a test binary), and
-//! this test binary, being `{pipeline}` here, answers it.
+//! seedvc command template calls `{pipeline} vc-standin`, and this test
+//! binary, being `{pipeline}` here, answers it.
 
 use std::collections::BTreeMap;
 use std::path::Path;

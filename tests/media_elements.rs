@@ -108,7 +108,9 @@ impl Run {
             shard,
             threads: 2,
         };
-        lookup("elements").unwrap().run(&ctx)
+        lookup(pipeline::stages::registry(), "elements")
+            .unwrap()
+            .run(&ctx)
     }
 }
 

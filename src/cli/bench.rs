@@ -3,6 +3,8 @@
 //! - `bench status`: a no-op `pipeline status` over a workspace whose outputs
 //!   hold N files of 1 KiB, each stat'ed against the stat cache.
 //! - `bench hash`: BLAKE3 throughput on one large file, next to `b3sum`.
+//! - `bench startup`: wall time and peak memory of short commands (`--help`,
+//!   and `status`, `dag`, `lineage` on a workspace when given one).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +21,13 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum What {
-    /// Stage-2 training steps: ms per step and peak memory.
-    #[cfg(feature = "torch")]
-    Models(pipeline::models::bench::BenchArgs),
+    /// Training steps of a stage's network: ms per step and peak memory
+    /// (`bench models --help`; runs in pipeline-worker).
+    #[command(disable_help_flag = true)]
+    Models {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Element extraction: clips per second beside the ffmpeg CLI's decode floor.
     #[cfg(feature = "media")]
     Elements(pipeline::stages::elements_bench::BenchElementsArgs),
@@ -35,6 +41,15 @@ enum What {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Start-up: wall time and peak resident memory of `pipeline --help` and,
+    /// with `-w` naming a workspace, of `status`, `dag` and `lineage` on it.
+    Startup {
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+        /// The artifact whose lineage to ask for.
+        #[arg(long, default_value = "models/stage2")]
+        artifact: String,
+    },
     /// BLAKE3 throughput on one file of N MiB, next to `b3sum`.
     Hash {
         #[arg(long, default_value_t = 2048)]
@@ -46,15 +61,93 @@ enum What {
     },
 }
 
-pub async fn run(a: &BenchArgs, _workspace: &Path) -> Result<i32> {
+pub async fn run(a: &BenchArgs, workspace: &Path, file: &Path, profile: &str) -> Result<i32> {
     match &a.what {
-        #[cfg(feature = "torch")]
-        What::Models(m) => pipeline::models::bench::run(m.clone()).map(|_| 0),
+        What::Models { args } => {
+            let mut all = vec!["bench".into(), "models".into()];
+            all.extend(args.iter().cloned());
+            Err(pipeline::exec::step::exec_worker(&all))
+        }
         #[cfg(feature = "media")]
         What::Elements(e) => pipeline::stages::elements_bench::run(e.clone()).map(|_| 0),
         What::Status { files, repeat, dir } => bench_status(*files, *repeat, dir.as_deref()),
         What::Hash { mib, repeat, dir } => bench_hash(*mib, *repeat, dir.as_deref()),
+        What::Startup { repeat, artifact } => {
+            bench_startup(*repeat, workspace, file, profile, artifact)
+        }
     }
+}
+
+/// Runs `exe args` once; returns its wall seconds and peak RSS in MiB.
+fn timed_run(exe: &Path, args: &[&str]) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let child = Command::new(exe)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pid is our child, not yet reaped; both out-pointers are valid.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!(
+            "waiting for {}: {}",
+            exe.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    let wall = t.elapsed().as_secs_f64();
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!(
+            "`{} {}` failed (wait status {status})",
+            exe.display(),
+            args.join(" ")
+        );
+    }
+    Ok((wall, usage.ru_maxrss as f64 / 1024.0))
+}
+
+fn bench_startup(
+    repeat: usize,
+    workspace: &Path,
+    file: &Path,
+    profile: &str,
+    artifact: &str,
+) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let ws = workspace.to_string_lossy().to_string();
+    let file = file.to_string_lossy().to_string();
+    let mut cases: Vec<Vec<&str>> = vec![vec!["--help"]];
+    if workspace.join(".pipeline").is_dir() {
+        let global = ["-f", &file, "-w", &ws, "--profile", profile];
+        for cmd in [&["status"][..], &["dag"], &["lineage", artifact]] {
+            cases.push(global.iter().chain(cmd).copied().collect());
+        }
+    } else {
+        eprintln!(
+            "bench startup: {} is not a workspace; timing --help only (give -w WORKSPACE)",
+            workspace.display()
+        );
+    }
+    for args in &cases {
+        let mut walls = Vec::new();
+        let mut rss: f64 = 0.0;
+        for _ in 0..repeat.max(1) {
+            let (w, r) = timed_run(&exe, args)?;
+            walls.push(w * 1000.0);
+            rss = rss.max(r);
+        }
+        let best = walls.iter().cloned().fold(f64::MAX, f64::min);
+        let med = median(&mut walls);
+        println!(
+            "`pipeline {}`: median {med:.1} ms, best {best:.1} ms, peak RSS {rss:.1} MiB ({repeat} runs)",
+            args.join(" ")
+        );
+    }
+    Ok(0)
 }
 
 fn scratch(dir: Option<&Path>, name: &str) -> Result<PathBuf> {

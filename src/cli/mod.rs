@@ -1,6 +1,7 @@
 //! The command line: clap definitions, human and JSON output, exit codes.
 //! Exit status: 0 success, 1 failure (a failed step, a changed artifact, an
-//! error), 2 bad usage, 130 interrupted.
+//! error), 2 bad usage, 128 + the signal when a signal stopped a run (130
+//! Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 mod bench;
 mod report;
@@ -93,12 +94,18 @@ enum Cmd {
     /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
     #[cfg(feature = "media")]
     VcStandin(pipeline::stages::vc_standin::VcStandinArgs),
-    /// Run the networks directly (parity checks at any size).
-    #[cfg(feature = "torch")]
+    /// Run the networks directly (parity checks at any size): `model forward
+    /// --help` (runs in pipeline-worker).
+    #[command(disable_help_flag = true)]
     Model {
-        #[command(subcommand)]
-        cmd: ModelCmd,
+        /// The model command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
+    /// The built-in stage kinds with their code versions and the program
+    /// that runs each.
+    #[command(hide = true)]
+    Kinds,
     /// Look at element files.
     #[cfg(feature = "media")]
     Elements {
@@ -155,13 +162,6 @@ enum DagFormat {
     Mermaid,
 }
 
-#[cfg(feature = "torch")]
-#[derive(Subcommand)]
-enum ModelCmd {
-    /// One forward pass in eval mode, writing every named output.
-    Forward(pipeline::models::forward::ForwardArgs),
-}
-
 #[derive(Clone, Copy, ValueEnum)]
 enum Executor {
     Local,
@@ -196,7 +196,12 @@ pub fn main() -> i32 {
         shard,
     } = &cli.command
     {
-        return match pipeline::exec::step::exec_step(workspace, StepId(*step), *shard) {
+        return match pipeline::exec::step::exec_step(
+            workspace,
+            StepId(*step),
+            *shard,
+            pipeline::stages::registry,
+        ) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("pipeline exec-step: {e:#}");
@@ -215,7 +220,12 @@ pub fn main() -> i32 {
         }
     };
     let workspace = cli.workspace.clone();
-    match rt.block_on(dispatch(cli)) {
+    let result = rt.block_on(async {
+        let r = dispatch(cli).await;
+        pipeline::store::close_all().await;
+        r
+    });
+    match result {
         Ok(code) => code,
         Err(e) if disk_full(&e) => {
             eprintln!(
@@ -380,11 +390,26 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Bench(a) => bench::run(a, &cli.workspace).await,
-        #[cfg(feature = "torch")]
-        Cmd::Model {
-            cmd: ModelCmd::Forward(a),
-        } => pipeline::models::forward::run(a.clone()).map(|_| 0),
+        Cmd::Bench(a) => bench::run(a, &cli.workspace, &cli.file, &cli.profile).await,
+        Cmd::Model { args } => {
+            let mut all = vec![std::ffi::OsString::from("model")];
+            all.extend(args.iter().cloned());
+            Err(pipeline::exec::step::exec_worker(&all))
+        }
+        Cmd::Kinds => {
+            let rows: Vec<_> = pipeline::stages::KINDS
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "kind": k.name,
+                        "version": k.version,
+                        "home": format!("{:?}", k.home).to_lowercase(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            Ok(0)
+        }
         #[cfg(feature = "media")]
         Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
         #[cfg(feature = "media")]
@@ -440,8 +465,8 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
     }
     let summary = result?;
     rep.finish(&summary, opts.dry_run);
-    Ok(if summary.interrupted {
-        130
+    Ok(if let Some(sig) = summary.interrupted {
+        128 + sig
     } else if summary.failed.is_empty() && summary.blocked.is_empty() {
         0
     } else {

@@ -69,7 +69,7 @@ impl TermReporter {
                 s.blocked.join(", ")
             ));
         }
-        if s.interrupted {
+        if s.interrupted.is_some() {
             parts.push("interrupted".into());
         }
         self.note(&format!("pipeline: {}", parts.join(", ")));

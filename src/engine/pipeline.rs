@@ -286,10 +286,10 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
         }
         (None, None) => bail!("give `kind:` (a built-in stage) or `cmd:` (a command)"),
         (Some(kind), None) => {
-            if !crate::stages::KNOWN_KINDS.contains(&kind.as_str()) {
+            if crate::stages::kind_info(&kind).is_none() {
                 bail!(
                     "unknown kind '{kind}' (known kinds: {})",
-                    crate::stages::KNOWN_KINDS.join(", ")
+                    crate::stages::kind_names()
                 );
             }
             if raw.wdir.is_some() {

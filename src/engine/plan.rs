@@ -477,9 +477,7 @@ impl<'a> Planner<'a> {
 pub fn code_of(spec: &StageSpec) -> (String, Option<String>) {
     match &spec.action {
         Action::Builtin { kind } => {
-            let v = crate::stages::lookup(kind)
-                .map(|s| s.version())
-                .unwrap_or(0);
+            let v = crate::stages::kind_info(kind).map_or(0, |k| k.version);
             (format!("{kind}@{v}"), None)
         }
         Action::Command { cmd, wdir } => (

@@ -124,7 +124,8 @@ pub struct Summary {
     pub up_to_date: Vec<String>,
     pub failed: Vec<String>,
     pub blocked: Vec<String>,
-    pub interrupted: bool,
+    /// The signal that stopped the run (SIGINT, SIGTERM or SIGHUP), if one did.
+    pub interrupted: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -606,8 +607,8 @@ pub async fn run(
     let mut next_poll = tokio::time::Instant::now();
     let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
     let mut progress_seen = HashMap::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let stop = stop_signal();
+    tokio::pin!(stop);
     loop {
         // Launch every waiting stage whose upstream is settled, while slots last.
         if !stop_launching {
@@ -841,10 +842,10 @@ pub async fn run(
                 }
                 done
             }
-            _ = &mut ctrl_c => {
-                rep.event(Event::Message("interrupted: stopping the running steps".into()));
+            (sig, name) = &mut stop => {
+                rep.event(Event::Message(format!("interrupted by {name}: stopping the running steps")));
                 interrupt(ws, &slurm, &mut running, &mut tasks).await?;
-                summary.interrupted = true;
+                summary.interrupted = Some(sig);
                 ws.store.set_slurm_calls(run_id, slurm.calls()).await?;
                 ws.store.finish_run(run_id, RunStatus::Interrupted).await?;
                 return Ok(summary);
@@ -1056,8 +1057,18 @@ async fn poll_slurm(
             out.push((r.step, Settled::Finished(StepStatus::Failed)));
             continue;
         }
-        if job::read_result(&dir)?.is_some() {
+        if let Some(res) = job::read_result(&dir)? {
             let st = ingest(ws, r.step, None).await?;
+            // The memory cgroup killed the command, not the job: the job's
+            // own word is only "killed by signal 9".
+            if st == StepStatus::Failed && now == Some(JobState::OutOfMemory) {
+                let why = format!(
+                    "Slurm job {job} ran out of memory (OUT_OF_MEMORY; raise the stage's \
+                     `resources: mem`): {}",
+                    res.error.unwrap_or_default()
+                );
+                ws.store.set_error(r.step, &why).await?;
+            }
             out.push((r.step, Settled::Finished(st)));
             continue;
         }
@@ -1317,9 +1328,32 @@ async fn queue_step(
     Ok((step, shards))
 }
 
+/// Waits for the first of SIGINT (Ctrl-C), SIGTERM (`kill`, `timeout`, Slurm
+/// ending the head's own job) and SIGHUP (a closed terminal); each stops the
+/// run the same way. Returns the signal's number and name.
+async fn stop_signal() -> (i32, &'static str) {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn next(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    tokio::select! {
+        _ = next(&mut int) => (libc::SIGINT, "SIGINT"),
+        _ = next(&mut term) => (libc::SIGTERM, "SIGTERM"),
+        _ = next(&mut hup) => (libc::SIGHUP, "SIGHUP"),
+    }
+}
+
 /// How many shards a step of `spec` runs as: the manifest's `shards:`, or
 /// what its built-in kind derives from the parameters (one per grid point of
-/// a sweep). A kind this build lacks fails later, when its step runs.
+/// a sweep).
 fn shards_of(spec: &StageSpec, params: &serde_json::Value) -> Result<Option<u32>> {
     if spec.shards.is_some() {
         return Ok(spec.shards);
@@ -1327,11 +1361,7 @@ fn shards_of(spec: &StageSpec, params: &serde_json::Value) -> Result<Option<u32>
     let Action::Builtin { kind } = &spec.action else {
         return Ok(None);
     };
-    match crate::stages::lookup(kind) {
-        Ok(stage) => Ok(stage
-            .shards(params)
-            .with_context(|| format!("stage {}: invalid parameters", spec.name))?
-            .filter(|&n| n > 1)),
-        Err(_) => Ok(None),
-    }
+    Ok(crate::stages::shards_from_params(kind, params)
+        .with_context(|| format!("stage {}: invalid parameters", spec.name))?
+        .filter(|&n| n > 1))
 }

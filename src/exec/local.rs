@@ -44,7 +44,6 @@ impl LocalExecutor {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env("PIPELINE_THREADS", slots.threads.to_string())
             .env("RAYON_NUM_THREADS", slots.threads.to_string())
             .env("OMP_NUM_THREADS", slots.threads.to_string())
             .process_group(0)

@@ -20,7 +20,7 @@ use super::redact;
 use crate::engine::confine;
 use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
-use crate::stages::{self, StageContext};
+use crate::stages::{self, Home, Stage, StageContext};
 use crate::store::StepId;
 use crate::util::{hostname, now_ms, write_atomic};
 
@@ -33,21 +33,84 @@ extern "C" fn on_usr1(_: libc::c_int) {
     END_WARNING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The built-in kinds a program implements: `pipeline`'s media kinds
+/// ([`stages::registry`]) or `pipeline-worker`'s model kinds.
+pub type Registry = fn() -> Vec<Box<dyn Stage>>;
+
+/// The program that runs the model kinds, beside this one.
+pub const WORKER: &str = "pipeline-worker";
+
 /// Runs step `id` of the workspace at `root` (or only its shard `shard`);
 /// returns the process exit code. Everything the job writes passes the
-/// secret filter ([`redact`]).
-pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>) -> Result<i32> {
+/// secret filter ([`redact`]). A step of a kind that `registry` lacks and
+/// that `pipeline-worker` implements is handed over to it: this process
+/// becomes the worker (the same pid, log and Slurm job).
+pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) -> Result<i32> {
+    let handover = hand_over(root, id, shard, registry).err();
     let capture = redact::capture();
     let redactor = capture.redactor.clone();
-    let result = exec_step_inner(root, id, shard, &redactor);
+    let result = exec_step_inner(root, id, shard, registry, handover, &redactor);
     capture.finish();
     result.map_err(|e| anyhow::anyhow!(redactor.text(&format!("{e:#}"))))
+}
+
+/// Execs `pipeline-worker exec-step` for a step of a worker kind; returns
+/// `Ok` for any other step (and never returns when the hand-over works).
+fn hand_over(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) -> Result<()> {
+    let Ok(job) = read_job(&step_dir(root, id)) else {
+        return Ok(()); // told with the step's own error below
+    };
+    let JobAction::Builtin { kind } = &job.action else {
+        return Ok(());
+    };
+    let home = stages::kind_info(kind).map(|k| k.home);
+    if home != Some(Home::Worker) || registry().iter().any(|s| s.kind() == kind) {
+        return Ok(());
+    }
+    let worker = worker_exe().with_context(|| format!("stage kind {kind}"))?;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(&worker);
+    cmd.arg("exec-step").arg(root).arg(id.0.to_string());
+    if let Some(i) = shard {
+        cmd.arg("--shard").arg(i.to_string());
+    }
+    let e = cmd.exec();
+    Err(e).with_context(|| format!("starting {} for stage kind {kind}", worker.display()))
+}
+
+/// `pipeline-worker` beside this program, or why it cannot be used.
+pub fn worker_exe() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("finding this program")?;
+    let worker = me.with_file_name(WORKER);
+    if !worker.is_file() {
+        bail!(
+            "the model kinds run in {WORKER}, which is not beside {}: build both programs \
+             (`cargo build --release --workspace`; scripts/demo.sh does)",
+            me.display()
+        );
+    }
+    Ok(worker)
+}
+
+/// Replaces this process with `pipeline-worker ARGS` (the model commands);
+/// returns only when that fails.
+pub fn exec_worker(args: &[std::ffi::OsString]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    match worker_exe() {
+        Ok(w) => {
+            let e = Command::new(&w).args(args).exec();
+            anyhow::Error::new(e).context(format!("starting {}", w.display()))
+        }
+        Err(e) => e,
+    }
 }
 
 fn exec_step_inner(
     root: &Path,
     id: StepId,
     shard: Option<u32>,
+    registry: Registry,
+    handover: Option<anyhow::Error>,
     redactor: &redact::Redactor,
 ) -> Result<i32> {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe;
@@ -85,7 +148,10 @@ fn exec_step_inner(
     )?;
     record_start(&dir, me, start, &host)?;
     let started_at = now_ms();
-    let outcome = run_job(root, &dir, &job);
+    let outcome = match handover {
+        Some(e) => Err(e),
+        None => run_job(root, &dir, &job, registry),
+    };
     let dir = step;
     let (succeeded, exit_code, error, outputs) = match outcome {
         Ok(RunOutcome::Exited(0)) => match hash_outputs(root, &dir, &job) {
@@ -140,7 +206,7 @@ enum RunOutcome {
     Signalled(i32),
 }
 
-fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
+fn run_job(root: &Path, dir: &Path, job: &JobSpec, registry: Registry) -> Result<RunOutcome> {
     // Before anything is deleted or written: where the outputs really are.
     let allowed = confine::allowed_roots(root)?;
     for o in &job.outputs {
@@ -200,7 +266,20 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec) -> Result<RunOutcome> {
             })
         }
         JobAction::Builtin { kind } => {
-            let stage = stages::lookup(kind)?;
+            let stage = stages::lookup(registry(), kind)?;
+            // The engine planned the step with its own table's version; a
+            // worker from another build would record output of other code.
+            if let Some(r) = &job.record {
+                let mine = format!("{kind}@{}", stage.version());
+                if r.code_version != mine {
+                    bail!(
+                        "this program implements {mine} but the step was planned as {}: \
+                         pipeline and {WORKER} come from different builds; rebuild both \
+                         (`cargo build --release --workspace`)",
+                        r.code_version
+                    );
+                }
+            }
             let staging = dir.join("staging");
             remove(&staging)?;
             let mut outputs = BTreeMap::new();

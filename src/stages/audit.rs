@@ -283,7 +283,7 @@ impl Stage for ShortcutAudit {
     }
 
     fn version(&self) -> u32 {
-        1
+        super::versions::SHORTCUT_AUDIT
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {

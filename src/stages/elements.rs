@@ -36,7 +36,7 @@ use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
 /// 4: the manifest holds each clip's frame times; the split has a test part.
 /// 5: a clip whose audio covers less than `min_audio_coverage` of its window
 ///    fails instead of being padded.
-const VERSION: u32 = 5;
+const VERSION: u32 = super::versions::ELEMENTS;
 
 /// The built-in `elements` kind.
 pub struct Elements;

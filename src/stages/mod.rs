@@ -4,6 +4,12 @@
 //! compute node): it reads its declared inputs, writes its declared outputs into
 //! staging paths the engine hands it, and never touches the store. The engine
 //! moves the staged outputs into place and records them.
+//!
+//! [`KINDS`] is the one table of every kind and its code version, compiled into
+//! every build. The media kinds are implemented here; the model kinds (stage1,
+//! stage2, baseline, stage2_sweep) in the `pipeline-models` crate, whose
+//! `pipeline-worker` program links libtorch: `pipeline exec-step` hands a step
+//! of such a kind over to it ([`crate::exec::step`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +18,6 @@ use anyhow::{bail, Result};
 
 #[cfg(feature = "media")]
 pub mod audit;
-#[cfg(feature = "torch")]
-pub mod baseline;
 #[cfg(feature = "media")]
 pub mod corpus;
 #[cfg(feature = "media")]
@@ -22,16 +26,10 @@ pub mod elements;
 pub mod elements_bench;
 #[cfg(feature = "media")]
 pub mod elements_inspect;
-#[cfg(any(feature = "media", feature = "torch"))]
+pub mod grid;
 pub mod items;
 #[cfg(feature = "media")]
 pub mod seedvc;
-#[cfg(feature = "torch")]
-pub mod stage1;
-#[cfg(feature = "torch")]
-pub mod stage2;
-#[cfg(feature = "torch")]
-pub mod sweep;
 #[cfg(feature = "media")]
 pub mod synth;
 #[cfg(feature = "media")]
@@ -104,37 +102,98 @@ impl StageContext<'_> {
 pub trait Stage: Send + Sync {
     /// The name written as `kind: NAME` in a manifest.
     fn kind(&self) -> &'static str;
-    /// Bumped whenever the stage's output for the same inputs and params would
-    /// change; it enters the step fingerprint.
+    /// Its code version; equal to the one in [`KINDS`].
     fn version(&self) -> u32;
     /// Runs the stage to completion.
     fn run(&self, ctx: &StageContext<'_>) -> Result<()>;
-    /// How many shards the stage runs as, decided by its parameters (a sweep:
-    /// one per grid point). `None` leaves it to the manifest's `shards:`.
-    fn shards(&self, _params: &serde_json::Value) -> Result<Option<u32>> {
-        Ok(None)
+}
+
+/// The code version of each kind: bumped whenever the kind's output for the
+/// same inputs and params would change; it enters the step fingerprint. The
+/// implementing modules read theirs from here (each keeps the history of its
+/// bumps); `pipeline-worker` holds its own and refuses a step planned with
+/// another, and a test compares the two programs' tables.
+pub mod versions {
+    pub const SYNTH: u32 = 3;
+    pub const SEEDVC: u32 = 5;
+    pub const ELEMENTS: u32 = 5;
+    pub const SHORTCUT_AUDIT: u32 = 1;
+    pub const BASELINE: u32 = 1;
+    pub const STAGE1: u32 = 1;
+    pub const STAGE2: u32 = 1;
+    pub const STAGE2_SWEEP: u32 = 1;
+    /// The kinds not implemented yet.
+    pub const NONE: u32 = 0;
+}
+
+/// Which program runs a kind's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// `pipeline` itself (the media kinds).
+    Engine,
+    /// `pipeline-worker`, which links libtorch (the model kinds).
+    Worker,
+    /// No program yet: a step of it fails with "not implemented yet".
+    Unimplemented,
+}
+
+/// One built-in kind.
+#[derive(Debug)]
+pub struct KindInfo {
+    /// The name written as `kind: NAME` in a manifest.
+    pub name: &'static str,
+    pub version: u32,
+    pub home: Home,
+}
+
+const fn kind(name: &'static str, version: u32, home: Home) -> KindInfo {
+    KindInfo {
+        name,
+        version,
+        home,
     }
 }
 
-/// Every kind the pipeline knows of, implemented in this build or not. A
-/// manifest naming a kind outside this list is rejected at validation.
-pub const KNOWN_KINDS: &[&str] = &[
-    "download",
-    "voxceleb_subset",
-    "synth",
-    "seedvc",
-    "elements",
-    "baseline",
-    "stage1",
-    "stage2",
-    "stage2_sweep",
-    "shortcut_audit",
-    "report",
+/// Every kind the pipeline knows of, implemented or not. A manifest naming a
+/// kind outside this table is rejected at validation.
+pub const KINDS: &[KindInfo] = &[
+    kind("download", versions::NONE, Home::Unimplemented),
+    kind("voxceleb_subset", versions::NONE, Home::Unimplemented),
+    kind("synth", versions::SYNTH, Home::Engine),
+    kind("seedvc", versions::SEEDVC, Home::Engine),
+    kind("elements", versions::ELEMENTS, Home::Engine),
+    kind("baseline", versions::BASELINE, Home::Worker),
+    kind("stage1", versions::STAGE1, Home::Worker),
+    kind("stage2", versions::STAGE2, Home::Worker),
+    kind("stage2_sweep", versions::STAGE2_SWEEP, Home::Worker),
+    kind("shortcut_audit", versions::SHORTCUT_AUDIT, Home::Engine),
+    kind("report", versions::NONE, Home::Unimplemented),
 ];
 
-/// The built-in kinds implemented in this build.
+/// The table's entry for `name`, if it is a built-in kind.
+pub fn kind_info(name: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+/// The names of every built-in kind, for messages.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// How many shards a step of built-in `kind` runs as, decided by its
+/// parameters (a sweep: one per grid point); `None` leaves it to the
+/// manifest's `shards:`. Known here, not in the worker, because the engine
+/// plans the Slurm array.
+pub fn shards_from_params(kind: &str, params: &serde_json::Value) -> Result<Option<u32>> {
+    if kind != "stage2_sweep" {
+        return Ok(None);
+    }
+    let n = grid::GridFile::parse(params)?.runs()?.len();
+    Ok((n > 1).then_some(n as u32))
+}
+
+/// The media kinds this build of `pipeline` implements.
 pub fn registry() -> Vec<Box<dyn Stage>> {
-    // Each feature module appends its kinds here.
     #[allow(unused_mut)]
     let mut v: Vec<Box<dyn Stage>> = Vec::new();
     #[cfg(feature = "media")]
@@ -144,26 +203,51 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         v.push(Box::new(seedvc::SeedVc));
         v.push(Box::new(audit::ShortcutAudit));
     }
-    #[cfg(feature = "torch")]
-    {
-        v.push(Box::new(stage1::Stage1));
-        v.push(Box::new(stage2::Stage2));
-        v.push(Box::new(baseline::Baseline));
-        v.push(Box::new(sweep::Stage2Sweep));
-    }
     v
 }
 
-/// Finds the implementation of `kind`, or says why there is none.
-pub fn lookup(kind: &str) -> Result<Box<dyn Stage>> {
-    if let Some(s) = registry().into_iter().find(|s| s.kind() == kind) {
+/// Finds the implementation of `kind` among `registry`, or says why there is
+/// none.
+pub fn lookup(registry: Vec<Box<dyn Stage>>, kind: &str) -> Result<Box<dyn Stage>> {
+    if let Some(s) = registry.into_iter().find(|s| s.kind() == kind) {
         return Ok(s);
     }
-    if KNOWN_KINDS.contains(&kind) {
-        bail!("stage kind {kind} is not implemented yet in this build");
+    match kind_info(kind).map(|k| k.home) {
+        Some(Home::Unimplemented) => bail!("stage kind {kind} is not implemented yet"),
+        Some(Home::Worker) => {
+            bail!("stage kind {kind} runs in pipeline-worker, not in this program")
+        }
+        Some(Home::Engine) => bail!(
+            "stage kind {kind} is not in this build of pipeline (it was built without the \
+             `media` feature)"
+        ),
+        None => bail!(
+            "unknown stage kind '{kind}' (known kinds: {})",
+            kind_names()
+        ),
     }
-    bail!(
-        "unknown stage kind '{kind}' (known kinds: {})",
-        KNOWN_KINDS.join(", ")
-    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_this_program_implements_is_an_engine_kind_at_the_tables_version() {
+        for s in registry() {
+            let k = kind_info(s.kind()).expect("in the table");
+            assert_eq!(k.home, Home::Engine, "{}", k.name);
+            assert_eq!(s.version(), k.version, "{}", k.name);
+        }
+        #[cfg(feature = "media")]
+        assert_eq!(registry().len(), 4);
+    }
+
+    #[test]
+    fn a_worker_kind_is_refused_here_with_where_it_runs() {
+        let e = lookup(registry(), "stage2").err().unwrap().to_string();
+        assert!(e.contains("pipeline-worker"), "{e}");
+        let e = lookup(registry(), "nosuch").err().unwrap().to_string();
+        assert!(e.contains("unknown stage kind"), "{e}");
+    }
 }

@@ -14,10 +14,9 @@
 //! Failures are not memoized: a converter may fail for passing reasons (a
 //! busy GPU), so a rerun tries again.
 //!
-//! Template placeholders: `{pipeline}` (this program), `{pipeline_media}`
-//! (`pipeline-media` beside this program when it is installed, a build that
-//! starts without libtorch, else this program), `{source}`, `{target}`,
-//! `{output}`. The template is expanded into an argv and never goes through a
+//! Template placeholders: `{pipeline}` (this program; `{pipeline_media}`, the
+//! name of a separate media program in earlier versions, means the same),
+//! `{source}`, `{target}`, `{output}`. The template is expanded into an argv and never goes through a
 //! shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
 //! `HF_HUB_OFFLINE` and `HF_TOKEN` reach the converter.
 
@@ -47,7 +46,7 @@ use crate::media::wav::write_pcm16;
 /// 4: the converted voice is muxed at the source video's audio rate.
 /// 5: the stand-in converter's output changed (`CONVERSION_VERSION` 5), and
 ///    a stage whose output bytes change must not look up to date.
-const VERSION: u32 = 5;
+const VERSION: u32 = super::versions::SEEDVC;
 
 /// Keys the memo of one conversion. The checks of a source or reference run
 /// before the memo is looked up, every time the stage runs, so making them
@@ -423,13 +422,12 @@ impl Runner<'_> {
     ) -> Result<(), String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot locate this program for {{pipeline}}: {e}"))?;
-        let media = media_program(&exe);
         let argv: Vec<String> = self
             .p
             .command
             .iter()
             .map(|a| {
-                a.replace("{pipeline_media}", &media.to_string_lossy())
+                a.replace("{pipeline_media}", "{pipeline}")
                     .replace("{pipeline}", &exe.to_string_lossy())
                     .replace("{source}", &source.to_string_lossy())
                     .replace("{target}", &target.to_string_lossy())
@@ -510,38 +508,4 @@ fn find_output(dir: &Path, source: &Path, reference: &Path) -> Result<Option<Pat
     }
     found.sort();
     Ok(found.into_iter().next())
-}
-
-/// What `{pipeline_media}` names: `pipeline-media` beside `exe` when it is
-/// installed there, else `exe` itself (which has the same media commands).
-fn media_program(exe: &Path) -> PathBuf {
-    exe.parent()
-        .map(|d| d.join("pipeline-media"))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| exe.to_path_buf())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::media_program;
-
-    #[test]
-    fn pipeline_media_is_the_sibling_program_when_installed_else_this_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("pipeline");
-        std::fs::write(&exe, b"").unwrap();
-        assert_eq!(media_program(&exe), exe);
-        let media = dir.path().join("pipeline-media");
-        std::fs::write(&media, b"").unwrap();
-        assert_eq!(media_program(&exe), media);
-
-        let other = tempfile::tempdir().unwrap();
-        let exe = other.path().join("pipeline");
-        std::fs::create_dir(other.path().join("pipeline-media")).unwrap();
-        assert_eq!(
-            media_program(&exe),
-            exe,
-            "a folder of that name is not the program"
-        );
-    }
 }

@@ -31,7 +31,7 @@ use crate::media::wav::write_pcm16;
 /// on the number of worker threads).
 /// 3: every clip is recorded at a level of its own (the shortcut audit found
 /// that loudness and peak level alone told fake audio from real).
-const VERSION: u32 = 3;
+const VERSION: u32 = super::versions::SYNTH;
 
 /// The range of recording levels (RMS, dBFS) a clip's audio is set to.
 const LEVEL_DBFS: (f64, f64) = (-28.0, -18.0);

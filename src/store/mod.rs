@@ -19,6 +19,21 @@ use sqlx::SqlitePool;
 
 pub use records::*;
 
+/// Every store this process opened, so [`close_all`] can close them.
+static OPENED: std::sync::Mutex<Vec<SqlitePool>> = std::sync::Mutex::new(Vec::new());
+
+/// Closes every store this process opened: SQLite then checkpoints the
+/// write-ahead log into the database file and removes it, so a finished
+/// command leaves one self-contained `state.db` (one that a `-wal` file left
+/// beside it does not complete, nor mask the damage of). Commands call it
+/// before they exit; a crash leaves the log, which SQLite replays on open.
+pub async fn close_all() {
+    let pools = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|e| e.into_inner()));
+    for p in pools {
+        p.close().await;
+    }
+}
+
 /// An open store.
 #[derive(Clone)]
 pub struct Store {
@@ -68,6 +83,10 @@ impl Store {
             .run(&pool)
             .await
             .with_context(|| format!("migrating the store {}", db.display()))?;
+        OPENED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pool.clone());
         Ok(Store {
             pool,
             network_fs,

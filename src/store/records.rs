@@ -399,6 +399,17 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the error of a finished step (the head knows more than the
+    /// job did: Slurm's word for why it ended).
+    pub async fn set_error(&self, id: StepId, error: &str) -> Result<()> {
+        sqlx::query("UPDATE steps SET error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The step's attempts, and how many of them are restarts of its current
     /// Slurm job (0 for a job just submitted).
     pub async fn set_attempts(&self, id: StepId, attempts: u32, requeues: u32) -> Result<()> {
@@ -704,21 +715,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Counts of recorded items of a stage: (ok, failed).
-    pub async fn item_counts(&self, stage: &str) -> Result<(i64, i64)> {
-        let r = sqlx::query(
-            "SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed \
-             FROM shard_items WHERE stage = ?",
-        )
-        .bind(stage)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((
-            r.try_get::<Option<i64>, _>("ok")?.unwrap_or(0),
-            r.try_get::<Option<i64>, _>("failed")?.unwrap_or(0),
-        ))
     }
 }
 

@@ -5,6 +5,27 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `pipeline` binary under test. This module serves the tests of both
+/// packages: the engine's own (which cargo hands the path) and the worker's,
+/// whose `pipeline` is the one built beside `pipeline-worker` in the same
+/// target folder (`cargo test --workspace` builds both).
+pub fn pipeline_exe() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_pipeline") {
+        return PathBuf::from(p);
+    }
+    let Some(worker) = option_env!("CARGO_BIN_EXE_pipeline-worker") else {
+        panic!("tests/common serves the tests of pipeline and pipeline-models only");
+    };
+    let worker = PathBuf::from(worker);
+    let exe = worker.with_file_name("pipeline");
+    assert!(
+        exe.exists(),
+        "{} is missing: run the worker's tests with `cargo test --workspace`, which builds it",
+        exe.display()
+    );
+    exe
+}
+
 pub struct Ws {
     pub dir: tempfile::TempDir,
 }
@@ -35,7 +56,7 @@ impl Ws {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        let mut c = Command::new(pipeline_exe());
         c.arg("-f")
             .arg(self.path("pipeline.yaml"))
             .arg("-w")

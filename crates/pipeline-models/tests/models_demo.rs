@@ -3,18 +3,16 @@
 //! stay small enough for the whole DAG to train on 2 CPU cores in minutes.
 //! Ignored by default (minutes of CPU); run with `--ignored --nocapture`.
 
-#![cfg(feature = "torch")]
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pipeline::models::category::ALL;
-use pipeline::models::recipes::{BaselineParams, Stage1Params, Stage2Params};
-use pipeline::models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::category::ALL;
+use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
+use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 
 fn config(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .join("config/demo")
         .join(name);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()

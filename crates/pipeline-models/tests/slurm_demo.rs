@@ -2,8 +2,7 @@
 //! synth, seedvc and elements as array jobs (4 and 8 shards) gathered on the
 //! head, then stage 1, stage 2 and the two-point sweep (an array of 2),
 //! ending with the same artifacts as a local run.
-#![cfg(all(feature = "media", feature = "torch"))]
-
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -13,7 +12,7 @@ use common::Ws;
 /// A workspace whose pipeline uses the shipped manifests and a small copy of
 /// the demo profile (5 identities).
 fn demo_ws() -> Ws {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let ws = Ws::new("stages: {}\n");
     for stage in ["synth", "seedvc", "elements", "stage1", "stage2", "sweep"] {
         let mut v: serde_json::Value = serde_json::from_str(

@@ -2,15 +2,13 @@
 //! augmentation applied identically to every frame of a clip, prefetch order,
 //! and stage 1's pairing of each fake with a real clip of the same identity.
 
-#![cfg(feature = "torch")]
-
 use std::sync::Arc;
 
-use pipeline::models::category::Category;
-use pipeline::models::data::{
+use pipeline_models::category::Category;
+use pipeline_models::data::{
     load_batch, normalise_frames, stage1_pairs, Augment, BatchSpec, ElementSet, Prefetcher, Split,
 };
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 
 fn set() -> (tempfile::TempDir, ElementSet) {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,9 +4,9 @@
 
 use anyhow::Result;
 
-use super::{Stage, StageContext};
-use crate::models::recipes::Stage2Params;
-use crate::models::stage_run::{parse_params, run_stage2, StagePaths};
+use crate::recipes::Stage2Params;
+use crate::stage_run::{parse_params, run_stage2, StagePaths};
+use pipeline::stages::{Stage, StageContext};
 
 pub struct Stage2;
 

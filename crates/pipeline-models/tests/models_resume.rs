@@ -4,18 +4,16 @@
 //! re-executes itself to run the ignored `child_train` with
 //! `MODELS_RESUME_CHILD` set.
 
-#![cfg(feature = "torch")]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use pipeline::models::category::Category;
-use pipeline::models::checkpoint::{read_tensors, save_vars};
-use pipeline::models::recipes::Stage2Params;
-use pipeline::models::stage1::{AudioPretrainNet, Stage1Config};
-use pipeline::models::stage_run::{parse_params, run_stage2, StagePaths};
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::category::Category;
+use pipeline_models::checkpoint::{read_tensors, save_vars};
+use pipeline_models::recipes::Stage2Params;
+use pipeline_models::stage1::{AudioPretrainNet, Stage1Config};
+use pipeline_models::stage_run::{parse_params, run_stage2, StagePaths};
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 use serde_json::json;
 
 const EPOCHS: usize = 6;

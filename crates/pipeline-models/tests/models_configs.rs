@@ -1,16 +1,15 @@
 //! The shipped configurations parse into the stage parameters, and the paper
 //! sweep expands to the reference's 72 distinct runs.
 
-#![cfg(feature = "torch")]
-
 use std::path::PathBuf;
 
-use pipeline::models::recipes::{BaselineParams, Stage1Params, Stage2Params};
-use pipeline::models::stage_run::parse_params;
-use pipeline::models::sweep::expand_file;
+use pipeline::engine::params::read_profile_file;
+use pipeline::stages::grid::GridFile;
+use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
+use pipeline_models::stage_run::parse_params;
 
 fn read(rel: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join(rel);
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 
@@ -31,8 +30,10 @@ fn profiles_parse() {
 
 #[test]
 fn paper_sweep_has_72_distinct_runs() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/paper/sweep.json");
-    let runs = expand_file(&path).unwrap();
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("config/paper/sweep.json");
+    let grid: GridFile = serde_json::from_value(read_profile_file(&path).unwrap()).unwrap();
+    let runs = grid.runs().unwrap();
     assert_eq!(runs.len(), 72);
     let mut seen = std::collections::BTreeSet::new();
     for (_, cfg) in &runs {

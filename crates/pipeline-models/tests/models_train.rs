@@ -2,16 +2,14 @@
 //! the training loss falls and the test AUC ends above chance; each
 //! stage writes its model, metrics and history.
 
-#![cfg(feature = "torch")]
-
 use std::path::Path;
 
-use pipeline::models::category::Category;
-use pipeline::models::checkpoint::read_tensors;
-use pipeline::models::recipes::{BaselineParams, Stage1Params, Stage2Params};
-use pipeline::models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
-use pipeline::models::train::TrainState;
+use pipeline_models::category::Category;
+use pipeline_models::checkpoint::read_tensors;
+use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
+use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::train::TrainState;
 use serde_json::json;
 
 /// Torch's random generator is global to the process and the harness runs

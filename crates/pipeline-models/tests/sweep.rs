@@ -2,16 +2,15 @@
 //! per point, and through Slurm one array job with a task per point; and a
 //! training job that Slurm requeues mid-run resumes from its last epoch.
 
-#![cfg(feature = "torch")]
-
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Ws;
-use pipeline::models::category::ALL;
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::category::ALL;
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 use serde_json::{json, Value};
 
 /// The Slurm tests hold the test cluster's CPUs: one at a time.

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
-use super::{Stage, StageContext};
-use crate::models::recipes::Stage1Params;
-use crate::models::stage_run::{parse_params, run_stage1, StagePaths};
+use crate::recipes::Stage1Params;
+use crate::stage_run::{parse_params, run_stage1, StagePaths};
+use pipeline::stages::{Stage, StageContext};
 
 pub struct Stage1;
 

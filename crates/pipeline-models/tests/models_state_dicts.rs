@@ -2,21 +2,19 @@
 //! of the reference state dicts (`../shared/spec/reference_state_dicts.json`),
 //! so a converted reference checkpoint loads with no renaming.
 
-#![cfg(feature = "torch")]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pipeline::models::baseline::{BaselineConfig, VideoCavMaeFt};
-use pipeline::models::stage1::{AudioPretrainNet, Stage1Config};
-use pipeline::models::stage2::{AvDetector, Stage2Config};
+use pipeline_models::baseline::{BaselineConfig, VideoCavMaeFt};
+use pipeline_models::stage1::{AudioPretrainNet, Stage1Config};
+use pipeline_models::stage2::{AvDetector, Stage2Config};
 use tch::nn::VarStore;
 
 type Shapes = BTreeMap<String, Vec<i64>>;
 
 fn reference() -> Option<BTreeMap<String, Shapes>> {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/reference_state_dicts.json");
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("../shared/spec/reference_state_dicts.json");
     if !p.is_file() {
         eprintln!(
             "\n*** SKIPPED: {} not found; state-dict names NOT checked ***\n",

@@ -3,7 +3,7 @@
 //! without the CLI. Prints ms/step and peak RSS per configuration.
 
 use clap::Parser;
-use pipeline::models::bench::{run, BenchArgs};
+use pipeline_models::bench::{run, BenchArgs};
 
 #[derive(Parser)]
 struct Cli {

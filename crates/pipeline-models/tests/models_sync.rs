@@ -5,13 +5,11 @@
 //! A2V-only score on held-out identities. This is the branch that sat at
 //! chance on the demo before the time-aligned discrepancy.
 
-#![cfg(feature = "torch")]
-
-use pipeline::models::checkpoint::save_vars;
-use pipeline::models::recipes::Stage2Params;
-use pipeline::models::stage1::{AudioPretrainNet, Stage1Config};
-use pipeline::models::stage_run::{parse_params, run_stage2, StagePaths};
-use pipeline::models::synthetic::{write_sync_elements, SyncSpec};
+use pipeline_models::checkpoint::save_vars;
+use pipeline_models::recipes::Stage2Params;
+use pipeline_models::stage1::{AudioPretrainNet, Stage1Config};
+use pipeline_models::stage_run::{parse_params, run_stage2, StagePaths};
+use pipeline_models::synthetic::{write_sync_elements, SyncSpec};
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::Device;

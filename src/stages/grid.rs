@@ -1,10 +1,10 @@
 //! Parameter grids: a base configuration and, for some dotted keys, lists of
 //! values; the cartesian product gives one configuration per run. The
 //! reference's 72-run stage-2 sweep is `config/paper/sweep.json`, run by the
-//! `stage2_sweep` stage kind.
+//! `stage2_sweep` stage kind in the worker; the engine reads the same grid to
+//! know how many shards (array tasks) the sweep runs as.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -25,6 +25,14 @@ pub struct GridFile {
 }
 
 impl GridFile {
+    /// A sweep stage's parameters as a grid.
+    pub fn parse(params: &Value) -> Result<GridFile> {
+        serde_json::from_value(params.clone()).context(
+            "a sweep's parameters must be {\"base\": {stage-2 parameters or \
+             {\"$include\": \"stage2.json\"}}, \"grid\": {\"dotted.key\": [values, ..]}}",
+        )
+    }
+
     /// Every run's parameters, each with the grid point it came from.
     pub fn runs(&self) -> Result<Vec<(BTreeMap<String, Value>, Value)>> {
         if !self.base.is_object() {
@@ -32,16 +40,6 @@ impl GridFile {
         }
         expand(&self.base, &self.grid)
     }
-}
-
-/// Reads a grid file (expanding `$include`s as a profile file does); returns
-/// every run's parameters, each with the grid point it came from.
-pub fn expand_file(path: &Path) -> Result<Vec<(BTreeMap<String, Value>, Value)>> {
-    let v = crate::engine::params::read_profile_file(path)?;
-    let grid: GridFile =
-        serde_json::from_value(v).with_context(|| format!("parsing grid {}", path.display()))?;
-    grid.runs()
-        .with_context(|| format!("expanding grid {}", path.display()))
 }
 
 /// The cartesian product of `grid` applied to `base` (keys in sorted order).

@@ -3,14 +3,12 @@
 //! running beside this one (the harness runs tests in parallel threads)
 //! would draw from it between the two runs.
 
-#![cfg(feature = "torch")]
-
 use std::path::Path;
 
-use pipeline::models::category::Category;
-use pipeline::models::recipes::Stage1Params;
-use pipeline::models::stage_run::{parse_params, run_stage1, StagePaths};
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::category::Category;
+use pipeline_models::recipes::Stage1Params;
+use pipeline_models::stage_run::{parse_params, run_stage1, StagePaths};
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 use serde_json::json;
 
 fn elements(dir: &Path) {

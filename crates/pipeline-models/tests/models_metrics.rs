@@ -1,12 +1,10 @@
 //! The detection metrics against values computed by hand on small arrays,
 //! ties included.
 
-#![cfg(feature = "torch")]
-
 use std::collections::BTreeMap;
 
-use pipeline::models::category::Category;
-use pipeline::models::metrics::{
+use pipeline_models::category::Category;
+use pipeline_models::metrics::{
     accuracy, auc_interval, average_precision, eer, report, report_with_intervals, roc_auc,
     Bootstrap, ScoredClip,
 };

@@ -1,6 +1,8 @@
 //! libtorch models: shared layers, the stage-1/stage-2/baseline networks,
-//! losses, metrics, data loading and training loops. Module names mirror the
-//! PyTorch state-dict names. Knows nothing about the engine or the store.
+//! losses, metrics, data loading and training loops, and the model stage kinds
+//! ([`stages`]) that `pipeline-worker` runs. Module names mirror the PyTorch
+//! state-dict names. Uses of the `pipeline` crate below the engine only: the
+//! [`pipeline::stages::Stage`] trait and its item log, hashing, the AUC.
 //!
 //! Reading order: [`layers`] (PyTorch-semantics building blocks), the
 //! networks [`stage1`], [`marlin`], [`stage2`], [`baseline`]; [`checkpoint`]
@@ -44,6 +46,6 @@ pub mod rng;
 pub mod stage1;
 pub mod stage2;
 pub mod stage_run;
-pub mod sweep;
+pub mod stages;
 pub mod synthetic;
 pub mod train;

@@ -3,14 +3,12 @@
 //! reproduce every output of `../shared/golden/` within the tolerances of its
 //! README (outputs 1e-4 absolute, losses 1e-5 relative).
 
-#![cfg(feature = "torch")]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pipeline::models::checkpoint::{read_tensors, write_tensors};
-use pipeline::models::device::DeviceChoice;
-use pipeline::models::forward::{run, ForwardArgs, ModelKind};
+use pipeline_models::checkpoint::{read_tensors, write_tensors};
+use pipeline_models::device::DeviceChoice;
+use pipeline_models::forward::{run, ForwardArgs, ModelKind};
 use tch::{Kind, Tensor};
 
 /// Stage 2's forward outputs, as the golden file and the oracle name them.
@@ -25,7 +23,7 @@ const STAGE2_OUTPUTS: [&str; 8] = [
     "g_vis",
 ];
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 /// The golden folder, or `None` after saying loudly that the test is skipped.

@@ -2,15 +2,14 @@
 //! killed together with SIGKILL mid-training; the next run's new step (same
 //! key) continues from the killed step's last checkpoint and ends with the
 //! bytes an uninterrupted run writes.
-#![cfg(feature = "torch")]
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pipeline::models::category::Category;
-use pipeline::models::synthetic::{write_elements, SyntheticSpec};
+use pipeline_models::category::Category;
+use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::Ws;
 
@@ -26,7 +25,7 @@ fn workspace() -> Ws {
 }
 
 fn workspace_only() -> Ws {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let ws = Ws::new(&format!(
         "config: cfg\nstages:\n  stage1: {{manifest: \"{}\"}}\n",
         root.join("stages/stage1.yaml").display()
@@ -124,7 +123,7 @@ fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
     assert_eq!(from["step"], 1, "{from}");
     let epoch = from["epoch"].as_u64().unwrap();
     assert!((3..EPOCHS as u64).contains(&epoch), "{from}");
-    let log = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+    let log = Command::new(common::pipeline_exe())
         .args(["-f"])
         .arg(ws.path("pipeline.yaml"))
         .arg("-w")

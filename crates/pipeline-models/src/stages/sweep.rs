@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::items::{owns, summarize, write_atomic, ItemLog, Outcome};
-use super::{Stage, StageContext};
-use crate::models::recipes::Stage2Params;
-use crate::models::stage_run::{parse_params, run_stage2, StagePaths};
-use crate::models::sweep::GridFile;
+use crate::recipes::Stage2Params;
+use crate::stage_run::{parse_params, run_stage2, StagePaths};
+use pipeline::stages::grid::GridFile;
+use pipeline::stages::items::{owns, summarize, write_atomic, ItemLog, Outcome};
+use pipeline::stages::{Stage, StageContext};
 
 pub struct Stage2Sweep;
 
@@ -38,11 +38,6 @@ impl Stage for Stage2Sweep {
 
     fn version(&self) -> u32 {
         VERSION
-    }
-
-    fn shards(&self, params: &Value) -> Result<Option<u32>> {
-        let n = points("stage2_sweep", params)?.len();
-        Ok((n > 1).then_some(n as u32))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
@@ -126,15 +121,9 @@ impl Point {
 }
 
 fn grid(stage: &str, params: &Value) -> Result<GridFile> {
-    serde_json::from_value(params.clone()).with_context(|| {
-        format!(
-            "stage {stage}: its parameters must be a sweep: {{\"base\": {{stage-2 parameters or \
-             {{\"$include\": \"stage2.json\"}}}}, \"grid\": {{\"dotted.key\": [values, ..]}}}}"
-        )
-    })
+    GridFile::parse(params).with_context(|| format!("stage {stage}"))
 }
 
-/// Every grid point, each configuration checked as stage-2 parameters.
 fn points(stage: &str, params: &Value) -> Result<Vec<Point>> {
     let runs = grid(stage, params)?
         .runs()
@@ -156,7 +145,7 @@ fn input_key(ctx: &StageContext<'_>) -> Result<String> {
     for (name, path) in ctx.inputs {
         let hash = match ctx.input_hashes.get(name) {
             Some(h) => h.clone(),
-            None => match crate::hash::hash_path(path, None)? {
+            None => match pipeline::hash::hash_path(path, None)? {
                 Some((h, _)) => h.hash.to_hex().to_string(),
                 None => bail!(
                     "stage {}: input {name} ({}) does not exist",

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
-use super::{Stage, StageContext};
-use crate::models::recipes::BaselineParams;
-use crate::models::stage_run::{parse_params, run_baseline, StagePaths};
+use crate::recipes::BaselineParams;
+use crate::stage_run::{parse_params, run_baseline, StagePaths};
+use pipeline::stages::{Stage, StageContext};
 
 pub struct Baseline;
 
