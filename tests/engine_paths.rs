@@ -2,26 +2,14 @@
 //! non-ASCII: each opens its own store, by file name, and nothing is written
 //! anywhere else.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 const ONE: &str = "stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs: [out.txt]\n";
 
 fn pipeline(ws: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .arg("-f")
-        .arg(ws.join("pipeline.yaml"))
-        .arg("-w")
-        .arg(ws)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
+    common::run_program(Path::new(env!("CARGO_BIN_EXE_pipeline")), ws, args)
 }
 
 fn names(dir: &Path) -> Vec<String> {

@@ -112,22 +112,7 @@ fn a_model_kind_without_the_worker_beside_pipeline_fails_its_step_saying_so() {
     let exe = bin.path().join("pipeline");
     std::fs::copy(common::pipeline_exe(), &exe).unwrap();
     let ws = Ws::new("stages:\n  a:\n    kind: stage2\n    params: {}\n    outs: {model: m}\n");
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(&exe)
-            .arg("-f")
-            .arg(ws.path("pipeline.yaml"))
-            .arg("-w")
-            .arg(ws.root())
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), text)
-    };
+    let run = |args: &[&str]| common::run_program(&exe, ws.root(), args);
     let (ok, out) = run(&["run"]);
     assert!(!ok, "{out}");
     let (_, log) = run(&["log", "a"]);

@@ -67,15 +67,12 @@ fn hand_over(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) ->
     if home != Some(Home::Worker) || registry().iter().any(|s| s.kind() == kind) {
         return Ok(());
     }
-    let worker = worker_exe().with_context(|| format!("stage kind {kind}"))?;
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(&worker);
-    cmd.arg("exec-step").arg(root).arg(id.0.to_string());
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["exec-step".into(), root.into(), id.0.to_string().into()];
     if let Some(i) = shard {
-        cmd.arg("--shard").arg(i.to_string());
+        args.extend(["--shard".into(), i.to_string().into()]);
     }
-    let e = cmd.exec();
-    Err(e).with_context(|| format!("starting {} for stage kind {kind}", worker.display()))
+    Err(exec_worker(&args).context(format!("stage kind {kind}")))
 }
 
 /// `pipeline-worker` beside this program, or why it cannot be used.

@@ -26,6 +26,25 @@ pub fn pipeline_exe() -> PathBuf {
     exe
 }
 
+/// Runs the program `exe` (a `pipeline`) on the workspace `ws` with its
+/// `pipeline.yaml`; returns whether it succeeded and stdout + stderr.
+pub fn run_program(exe: &Path, ws: &Path, args: &[&str]) -> (bool, String) {
+    let o = Command::new(exe)
+        .arg("-f")
+        .arg(ws.join("pipeline.yaml"))
+        .arg("-w")
+        .arg(ws)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
 pub struct Ws {
     pub dir: tempfile::TempDir,
 }
