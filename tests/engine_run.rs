@@ -99,7 +99,9 @@ fn input_changes_are_counted_and_unchanged_downstream_is_cut_off() {
         ["input src changed (3 of 1,001 files changed, 1 added)"],
         "{st:?}"
     );
-    assert_eq!(st[1].2, ["upstream count will run"]);
+    // Early cutoff: `final` runs only if `count` writes other bytes.
+    assert_eq!(st[1].1, "may_run");
+    assert_eq!(st[1].2, ["runs if upstream count changes its output"]);
     std::fs::remove_file(ws.path("src/extra")).unwrap();
     let out = ws.ok(&["run"]);
     // The count is unchanged, so `final` is up to date after `count` reruns.
@@ -117,7 +119,8 @@ fn status_says_why_for_each_reason() {
     ws.write("params.yaml", "lr: 0.0001\nopt:\n  wd: 0.01\n");
     let st = ws.status();
     assert_eq!(st[0].2, ["never ran"]);
-    assert_eq!(st[1].2, ["upstream a will run", "never ran"]);
+    assert_eq!(st[1].1, "stale", "it never ran, so it runs");
+    assert_eq!(st[1].2, ["upstream a runs first", "never ran"]);
     ws.ok(&["run"]);
     assert!(ws.status().iter().all(|s| s.1 == "up_to_date"));
 

@@ -30,11 +30,15 @@ fn a_live_lock_is_respected() {
 
 #[test]
 fn unlock_refuses_a_live_holder_and_a_dry_run_leaves_its_steps_alone() {
-    let ws =
-        Ws::new("stages:\n  slow:\n    cmd: sleep 3; echo done > out.txt\n    outs: [out.txt]\n");
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: sleep 3; echo done > out.txt\n    outs: [out.txt]\n  \
+         later:\n    cmd: cp in.txt later.txt\n    deps: [in.txt]\n    outs: [later.txt]\n",
+    );
+    ws.write("in.txt", "x");
+    // One slot: `later` waits for `slow`, so only the dry run hashes in.txt.
     let mut first = ws
         .cmd()
-        .arg("run")
+        .args(["run", "-j", "1"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -63,6 +67,18 @@ fn unlock_refuses_a_live_holder_and_a_dry_run_leaves_its_steps_alone() {
         "the dry run waited for the live run"
     );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        out.contains("would run   later") || err.contains("would run   later"),
+        "{out}{err}"
+    );
+    // It wrote nothing to the live run's store: in.txt, hashed by it alone,
+    // has no stat cache row.
+    let rows = std::process::Command::new("sqlite3")
+        .arg(ws.path(".pipeline/state.db"))
+        .arg("SELECT count(*) FROM stat_cache WHERE path = 'in.txt'")
+        .output()
+        .expect("the sqlite3 CLI");
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "0");
     assert!(first.wait().unwrap().success());
     assert_eq!(ws.read("out.txt"), "done\n");
     let (code, _, err) = ws.run(&["unlock"]);
@@ -176,4 +192,44 @@ fn stopped_by(sig: i32, name: &str) {
         out.contains("interrupted"),
         "status shows the earlier interruption as the reason: {out}"
     );
+}
+
+/// An error in the middle of a run (here: an input folder holding a FIFO,
+/// which no artifact may hold) stops the steps the run started and closes
+/// the run row; nothing is left running or recorded as running.
+#[test]
+fn an_error_mid_run_stops_the_running_steps_and_closes_the_run() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: sleep 30; echo done > out.txt\n    outs: [out.txt]\n  \
+         mark:\n    cmd: sleep 0.5; echo > mark.txt\n    outs: [mark.txt]\n  \
+         b:\n    cmd: ls in > b.txt\n    deps: [mark.txt, in]\n    outs: [b.txt]\n",
+    );
+    ws.write("in/ok.txt", "x");
+    let fifo = ws.path("in/pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let t = Instant::now();
+    let (code, out, err) = ws.run(&["run", "--keep-going", "-j", "2"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("a special file"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the head waited for the slow step: {:?}",
+        t.elapsed()
+    );
+    // `b` is planned after `mark` finished, by when `slow` has started.
+    let pid = ws.job_pid(1);
+    assert!(!alive(pid), "step 1 (pid {pid}) was left running");
+    assert!(!ws.path("out.txt").exists());
+    std::fs::remove_file(&fifo).unwrap();
+    let v = ws.status_json();
+    assert_eq!(v["last_run"]["status"], "failed", "{v}");
+    let slow = &v["stages"][0];
+    assert!(slow["running"].is_null(), "{slow}");
+    assert_eq!(slow["last_step"]["status"], "interrupted", "{slow}");
+    let why = slow["last_step"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("the run failed"), "{why}");
 }

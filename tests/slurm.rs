@@ -512,6 +512,38 @@ fn ctrl_c_cancels_the_jobs_and_a_killed_head_reattaches() {
         "interrupted"
     );
 
+    // With --detach, SIGTERM stops the head and leaves the job running,
+    // recorded as running; the next run re-attaches to it.
+    let ws = slurm_ws("stages:\n  kept:\n    cmd: touch started; sleep 4; echo done > kept.txt\n    outs: [kept.txt]\n");
+    let head = ws
+        .cmd()
+        .args(["run", "--detach", "--executor", "slurm", "--cluster"])
+        .arg(ws.path("cluster.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the job to start", 60, || ws.path("started").exists());
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(head.id() as i32, libc::SIGTERM) };
+    let out = head.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("--detach: left Slurm jobs"), "{err}");
+    let job = ws.status_json()["stages"][0]["running"]["slurm_job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not recorded as running: {err}"))
+        .to_string();
+    assert!(
+        squeue_by_name(&ws, "pipeline.kept.1")
+            .iter()
+            .any(|(id, st)| *id == job && st != "CANCELLED"),
+        "the job was cancelled"
+    );
+    let (code, out) = run_slurm(&ws, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("re-attaching to step 1 (kept)"), "{out}");
+    assert_eq!(ws.read("kept.txt"), "done\n");
+
     // SIGKILL of the head: the next run re-attaches; the job is submitted once.
     let ws = slurm_ws("stages:\n  mid:\n    cmd: touch started; sleep 4; echo done > mid.txt\n    outs: [mid.txt]\n");
     let mut head = spawn_slurm_run(&ws);

@@ -1,7 +1,8 @@
 //! `pipeline bench`: programs that print numbers (never timed assertions).
 //!
 //! - `bench status`: a no-op `pipeline status` over a workspace whose outputs
-//!   hold N files of 1 KiB, each stat'ed against the stat cache.
+//!   hold N files of 1 KiB, each stat'ed against the stat cache, in folders
+//!   of 1,000 and all in one folder.
 //! - `bench hash`: BLAKE3 throughput on one large file, next to `b3sum`.
 //! - `bench startup`: wall time and peak memory of short commands (`--help`,
 //!   and `status`, `dag`, `lineage` on a workspace when given one).
@@ -25,6 +26,7 @@ enum What {
     /// (`bench models --help`; runs in pipeline-worker).
     #[command(disable_help_flag = true)]
     Models {
+        /// The arguments of `bench models` (see `bench models --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
@@ -33,17 +35,24 @@ enum What {
     Elements(pipeline::stages::elements_bench::BenchElementsArgs),
     /// No-op `pipeline status` over outputs holding N files of 1 KiB.
     Status {
+        /// How many files of 1 KiB the outputs hold.
         #[arg(long, default_value_t = 100_000)]
         files: usize,
+        /// Timed runs per case (the median is printed).
         #[arg(long, default_value_t = 7)]
         repeat: usize,
         /// Folder for the benchmark workspace (default: a fresh one under the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// How the files lie: nested (folders of 1,000), flat (all in one
+        /// folder, as a stage's output often is) or both.
+        #[arg(long, value_enum, default_value = "both")]
+        layout: Layout,
     },
     /// Start-up: wall time and peak resident memory of `pipeline --help` and,
     /// with `-w` naming a workspace, of `status`, `dag` and `lineage` on it.
     Startup {
+        /// Runs per command (the median is printed).
         #[arg(long, default_value_t = 20)]
         repeat: usize,
         /// The artifact whose lineage to ask for.
@@ -52,13 +61,23 @@ enum What {
     },
     /// BLAKE3 throughput on one file of N MiB, next to `b3sum`.
     Hash {
+        /// The file's size in MiB.
         #[arg(long, default_value_t = 2048)]
         mib: u64,
+        /// Timed runs (the best is printed).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// Where to write the file (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    Nested,
+    Flat,
+    Both,
 }
 
 pub async fn run(a: &BenchArgs, workspace: &Path, file: &Path, profile: &str) -> Result<i32> {
@@ -70,7 +89,19 @@ pub async fn run(a: &BenchArgs, workspace: &Path, file: &Path, profile: &str) ->
         }
         #[cfg(feature = "media")]
         What::Elements(e) => pipeline::stages::elements_bench::run(e.clone()).map(|_| 0),
-        What::Status { files, repeat, dir } => bench_status(*files, *repeat, dir.as_deref()),
+        What::Status {
+            files,
+            repeat,
+            dir,
+            layout,
+        } => {
+            for (case, per_dir) in [(Layout::Nested, Some(1000)), (Layout::Flat, None)] {
+                if *layout == case || *layout == Layout::Both {
+                    bench_status(*files, per_dir, *repeat, dir.as_deref())?;
+                }
+            }
+            Ok(0)
+        }
         What::Hash { mib, repeat, dir } => bench_hash(*mib, *repeat, dir.as_deref()),
         What::Startup { repeat, artifact } => {
             bench_startup(*repeat, workspace, file, profile, artifact)
@@ -164,23 +195,46 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench_status(files: usize, repeat: usize, dir: Option<&Path>) -> Result<i32> {
-    let ws = scratch(dir, "status")?;
+/// One case of `bench status`: `files` files of 1 KiB in folders of
+/// `per_dir` (`None`: all in one folder).
+fn bench_status(
+    files: usize,
+    per_dir: Option<usize>,
+    repeat: usize,
+    dir: Option<&Path>,
+) -> Result<()> {
+    let layout = match per_dir {
+        Some(n) => format!("in folders of {n}"),
+        None => "in one folder".to_string(),
+    };
+    let case = if per_dir.is_some() {
+        "status"
+    } else {
+        "status-flat"
+    };
+    // Each case in a workspace of its own, under --dir when given.
+    let ws = scratch(dir.map(|d| d.join(case)).as_deref(), case)?;
     let exe = std::env::current_exe()?;
-    let per_dir = 1000;
     let data = ws.join("data/files");
     eprintln!(
-        "bench status: writing {files} files of 1 KiB under {}",
+        "bench status: writing {files} files of 1 KiB {layout} under {}",
         data.display()
     );
+    std::fs::create_dir_all(&data)?;
     for i in 0..files {
-        let d = data.join(format!("d{:04}", i / per_dir));
-        if i % per_dir == 0 {
+        let (d, name) = match per_dir {
+            Some(n) => (
+                data.join(format!("d{:04}", i / n)),
+                format!("f{:05}", i % n),
+            ),
+            None => (data.clone(), format!("f{i:06}")),
+        };
+        if per_dir.is_some_and(|n| i % n == 0) {
             std::fs::create_dir_all(&d)?;
         }
         let mut buf = vec![b'x'; 1024];
         buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        std::fs::write(d.join(format!("f{:05}", i % per_dir)), &buf)?;
+        std::fs::write(d.join(name), &buf)?;
     }
     std::fs::write(
         ws.join("bench.yaml"),
@@ -225,11 +279,11 @@ fn bench_status(files: usize, repeat: usize, dir: Option<&Path>) -> Result<i32> 
     }
     let best = times.iter().cloned().fold(f64::MAX, f64::min);
     let med = median(&mut times);
-    println!("no-op `pipeline status` over {files} files (each stat'ed): median {med:.3} s, best {best:.3} s over {repeat} runs");
+    println!("no-op `pipeline status` over {files} files {layout} (each stat'ed): median {med:.3} s, best {best:.3} s over {repeat} runs");
     if dir.is_none() {
         let _ = std::fs::remove_dir_all(&ws);
     }
-    Ok(0)
+    Ok(())
 }
 
 fn bench_hash(mib: u64, repeat: usize, dir: Option<&Path>) -> Result<i32> {

@@ -50,31 +50,38 @@ enum Cmd {
     Run(RunArgs),
     /// Show each stage as up to date or stale, and why.
     Status {
+        /// Print the stages as JSON (state, reasons, running and last step).
         #[arg(long)]
         json: bool,
     },
     /// Print the stage graph.
     Dag {
+        /// text (each stage with what it needs), dot (Graphviz) or mermaid.
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
     /// What produced an artifact: step, params, code, host, times, inputs (recursively).
     Lineage {
+        /// A recorded artifact, or a file inside a recorded folder.
         path: String,
         /// What was made from the artifact instead.
         #[arg(long)]
         downstream: bool,
+        /// Print the tree as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Re-hash every recorded artifact and list those that changed (exit 1 if any).
     Verify {
+        /// Print the count and the changed artifacts as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print the log of a stage's newest step (or of --step ID).
     Log {
+        /// The stage whose log to print.
         stage: String,
+        /// A recorded step's id instead of the stage's newest step.
         #[arg(long)]
         step: Option<i64>,
     },
@@ -115,7 +122,9 @@ enum Cmd {
     /// Run one step as a job (what executors call; not for people).
     #[command(hide = true)]
     ExecStep {
+        /// The workspace holding the step.
         workspace: PathBuf,
+        /// The step's id.
         step: i64,
         /// Run only this shard (a Slurm array task).
         #[arg(long)]
@@ -153,6 +162,10 @@ struct RunArgs {
     /// Where models run: auto (CUDA when available), cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// On Ctrl-C, SIGTERM or SIGHUP, leave this run's Slurm jobs running
+    /// (the next run re-attaches to them) instead of cancelling them.
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -175,8 +188,77 @@ enum Device {
     Cuda,
 }
 
+/// The global options (`-f`, `-w`, `--profile`).
+const GLOBALS: [&str; 3] = ["file", "workspace", "profile"];
+
+/// Subcommands (by path) that read none of the global options: what the
+/// program calls itself, and tools over files named in their own arguments.
+/// Their help does not show the globals.
+const WITHOUT_GLOBALS: &[&[&str]] = &[
+    &["exec-step"],
+    &["kinds"],
+    &["vc-standin"],
+    &["model"],
+    &["elements"],
+    &["elements", "inspect"],
+    &["bench", "models"],
+    &["bench", "elements"],
+    &["bench", "status"],
+    &["bench", "hash"],
+];
+
+/// The command line as clap parses it, with the globals hidden where unused:
+/// such a subcommand gets its own hidden copy of each global option, which
+/// clap then does not propagate into it (mutating arguments after clap has
+/// built the command would leave its argument index stale).
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut c = Cli::command();
+    let hidden: Vec<clap::Arg> = c
+        .get_arguments()
+        .filter(|a| GLOBALS.contains(&a.get_id().as_str()))
+        .map(|a| {
+            a.clone()
+                .global(false)
+                .hide(true)
+                .default_value(None)
+                .env(None)
+        })
+        .collect();
+    for path in WITHOUT_GLOBALS {
+        c = hide_globals(c, path, &hidden);
+    }
+    c.build();
+    c
+}
+
+fn hide_globals(c: clap::Command, path: &[&str], hidden: &[clap::Arg]) -> clap::Command {
+    match path {
+        [] => {
+            // An argument of its own under that id already keeps the global out.
+            let own: Vec<clap::Arg> = hidden
+                .iter()
+                .filter(|h| c.get_arguments().all(|a| a.get_id() != h.get_id()))
+                .cloned()
+                .collect();
+            c.args(own)
+        }
+        [first, rest @ ..] => {
+            if c.find_subcommand(first).is_none() {
+                // Behind a feature this build lacks.
+                return c;
+            }
+            c.mut_subcommand(*first, |s| hide_globals(s, rest, hidden))
+        }
+    }
+}
+
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -319,13 +401,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let ws = Workspace::open(&cli.workspace).await?;
             let id = match step {
                 Some(s) => StepId(*s),
-                None => {
-                    ws.store
-                        .latest_step(stage)
-                        .await?
-                        .with_context(|| format!("stage {stage} has never run in this workspace"))?
-                        .id
-                }
+                None => match ws.store.latest_step(stage).await? {
+                    Some(s) => s.id,
+                    None => {
+                        // A name the pipeline does not know is a typo, not a
+                        // stage that has yet to run.
+                        if let Ok(dag) = load_dag(&cli) {
+                            dag.lookup(stage, "log")?;
+                        }
+                        anyhow::bail!("stage {stage} has never run in this workspace")
+                    }
+                },
             };
             let f = ws.step_dir(id).join(pipeline::exec::job::LOG_FILE);
             let text =
@@ -444,6 +530,7 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
             Executor::Local => run::ExecutorKind::Local,
             Executor::Slurm => run::ExecutorKind::Slurm,
         },
+        detach: a.detach,
         cluster: ClusterConfig::load(
             &a.cluster
                 .clone()
@@ -451,6 +538,11 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
         )?,
     };
     let rep = report::TermReporter::new();
+    // A dry run beside a live run only reads: it neither waits for that run
+    // nor writes to the store it is writing.
+    if opts.dry_run && ws.store.is_locked().await? {
+        ws.look_only();
+    }
     if !opts.dry_run {
         if let Some(stale) = ws.store.lock(&opts.command_line).await? {
             rep.note(&format!(
@@ -537,6 +629,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
     let mut planner = Planner::new(&ws, &dag, &cli.profile);
     let evs = run::evaluate_all(&mut planner, &sel, &Default::default()).await?;
     let mut rows = Vec::new();
+    let mut cannot_run = false;
     for ev in &evs {
         let spec = &dag.stages()[ev.stage];
         let latest = ws.store.latest_step(&spec.name).await?;
@@ -555,24 +648,25 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
             _ => None,
         };
         let running = running.filter(|_| gone.is_none());
-        let (state, reasons) = match &ev.verdict {
-            Verdict::UpToDate { .. } => ("up_to_date", Vec::new()),
-            Verdict::Frozen => ("frozen", Vec::new()),
-            Verdict::Stale { reasons } => ("stale", reasons.clone()),
-            Verdict::Invalid { .. } => ("invalid", Vec::new()),
+        let reasons = match &ev.verdict {
+            Verdict::Stale { reasons } => reasons.clone(),
+            _ => Vec::new(),
         };
-        let error = match &ev.verdict {
-            Verdict::Invalid { message } => Some(message.clone()),
-            _ => None,
-        };
+        if matches!(
+            ev.verdict,
+            Verdict::Invalid { .. } | Verdict::Blocked { .. }
+        ) {
+            cannot_run = true;
+        }
         rows.push(serde_json::json!({
             "stage": spec.name,
             "kind": spec.kind_name(),
-            "state": state,
+            "state": ev.verdict.state(),
             "reasons": reasons,
-            "why": match &error {
-                Some(e) => vec![e.clone()],
-                None => reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "why": ev.verdict.why(),
+            "blocked_by": match &ev.verdict {
+                Verdict::Blocked { by } => Some(by),
+                _ => None,
             },
             "gone": gone.zip(latest.as_ref()).map(|(g, s)| serde_json::json!({"step": s.id, "as": g, "pid": s.pid})),
             "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "progress": pipeline::exec::job::Progress::of_step(&ws.step_dir(s.id))})),
@@ -596,5 +690,96 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
             );
         }
     }
-    Ok(0)
+    // A stage that cannot run is an error to fix, not a state to wait out.
+    Ok(if cannot_run { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible argument of every subcommand, as `path: id`.
+    fn arguments(c: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in c.get_arguments() {
+            if !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version") {
+                out.push((format!("{path}: {}", a.get_id()), a.clone()));
+            }
+        }
+        for s in c.get_subcommands() {
+            arguments(s, &format!("{path} {}", s.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_has_a_help_line() {
+        let mut all = Vec::new();
+        arguments(&command(), "pipeline", &mut all);
+        assert!(
+            all.len() > 40,
+            "{} arguments: the walk missed some",
+            all.len()
+        );
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(_, a)| a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn internal_subcommands_do_not_show_the_globals() {
+        let mut all = Vec::new();
+        arguments(&command(), "pipeline", &mut all);
+        // By the option (`--workspace`), not the id: exec-step's positional
+        // WORKSPACE is its own.
+        let shown = |path: &str, long: &str| {
+            all.iter().any(|(p, a)| {
+                p.rsplit_once(": ").map(|(p, _)| p) == Some(path) && a.get_long() == Some(long)
+            })
+        };
+        for path in WITHOUT_GLOBALS {
+            let path = format!("pipeline {}", path.join(" "));
+            for g in GLOBALS {
+                assert!(!shown(&path, g), "{path} shows --{g}");
+            }
+        }
+        // Where they matter they are still shown.
+        for path in [
+            "pipeline",
+            "pipeline status",
+            "pipeline run",
+            "pipeline bench startup",
+        ] {
+            for g in GLOBALS {
+                assert!(shown(path, g), "{path} does not show {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn hidden_globals_still_parse() {
+        use clap::FromArgMatches;
+        let m = command()
+            .try_get_matches_from(["pipeline", "-w", "ws", "status", "--json"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        assert_eq!(cli.workspace, PathBuf::from("ws"));
+        // A global before an internal subcommand still parses (and is unused).
+        let m = command()
+            .try_get_matches_from(["pipeline", "-w", "ws", "--profile", "p", "kinds"])
+            .unwrap();
+        assert_eq!(Cli::from_arg_matches(&m).unwrap().profile, "p");
+        let m = command()
+            .try_get_matches_from(["pipeline", "exec-step", "ws", "3", "--shard", "1"])
+            .unwrap();
+        assert!(matches!(
+            Cli::from_arg_matches(&m).unwrap().command,
+            Cmd::ExecStep {
+                step: 3,
+                shard: Some(1),
+                ..
+            }
+        ));
+    }
 }

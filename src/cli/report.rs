@@ -91,6 +91,7 @@ impl Reporter for TermReporter {
                 let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
                 self.note(&format!("  would run   {stage}: {}", why.join("; ")));
             }
+            Event::MayRun { stage, why } => self.note(&format!("  may run     {stage}: {why}")),
             Event::Started {
                 stage,
                 step,
@@ -177,6 +178,8 @@ pub fn status_text(rows: &[serde_json::Value]) -> String {
         let stage = r["stage"].as_str().unwrap_or("");
         let mut state = match r["state"].as_str().unwrap_or("") {
             "up_to_date" => "up to date".to_string(),
+            "may_run" => "may run".to_string(),
+            "invalid" => "cannot run".to_string(),
             other => other.to_string(),
         };
         if let Some(step) = r["gone"]["step"].as_i64() {
@@ -248,7 +251,7 @@ pub fn lineage_text(l: &Lineage) -> String {
             l.file_now.as_ref().map(now_text).unwrap_or_default()
         ));
     }
-    node_text(&l.root, "", &mut s);
+    node_text(&l.root, "", l.downstream, &mut s);
     s
 }
 
@@ -264,7 +267,7 @@ fn now_text(now: &Now) -> String {
     }
 }
 
-fn node_text(n: &Node, indent: &str, s: &mut String) {
+fn node_text(n: &Node, indent: &str, downstream: bool, s: &mut String) {
     let label = match &n.name {
         Some(name) if name != &n.path => format!("{name}: {}", n.path),
         _ => n.path.clone(),
@@ -283,18 +286,22 @@ fn node_text(n: &Node, indent: &str, s: &mut String) {
     ));
     let child = format!("{indent}    ");
     match &n.produced_by {
-        Some(st) => step_text(st, "made by", &child, s),
+        Some(st) => step_text(st, "made by", &child, downstream, s),
+        // Downstream, an artifact no step read is where the tree ends.
+        None if downstream && n.consumed_by.is_empty() => s.push_str(&format!(
+            "{child}a final output: no recorded step read this version\n"
+        )),
         None if n.consumed_by.is_empty() => s.push_str(&format!(
             "{child}a source: no step of this pipeline made it\n"
         )),
         None => {}
     }
     for st in &n.consumed_by {
-        step_text(st, "read by", &child, s);
+        step_text(st, "read by", &child, downstream, s);
     }
 }
 
-fn step_text(st: &StepNode, verb: &str, indent: &str, s: &mut String) {
+fn step_text(st: &StepNode, verb: &str, indent: &str, downstream: bool, s: &mut String) {
     if st.repeated {
         s.push_str(&format!(
             "{indent}{verb} step {} ({}), shown above\n",
@@ -332,6 +339,6 @@ fn step_text(st: &StepNode, verb: &str, indent: &str, s: &mut String) {
         s.push_str(&format!("{indent}  env: {}\n", st.env));
     }
     for a in &st.artifacts {
-        node_text(a, &format!("{indent}  "), s);
+        node_text(a, &format!("{indent}  "), downstream, s);
     }
 }

@@ -112,6 +112,16 @@ impl Dag {
         match self.index(name) {
             Some(i) => Ok(i),
             None => {
+                if let Some((_, ps)) = self.pipeline.other_profiles.iter().find(|(n, _)| n == name)
+                {
+                    bail!(
+                        "{flag} {name}: stage {name} belongs to the profile{} {} only, and this \
+                         command uses the profile {} (choose with --profile or PIPELINE_PROFILE)",
+                        if ps.len() == 1 { "" } else { "s" },
+                        ps.join(", "),
+                        self.pipeline.profile
+                    )
+                }
                 let names: Vec<&str> = self.stages().iter().map(|s| s.name.as_str()).collect();
                 bail!(
                     "{flag} {name}: no such stage in {} (stages: {})",
@@ -255,8 +265,20 @@ impl Dag {
     }
 }
 
+/// A Mermaid node id for a stage name: always prefixed (so `end`, `subgraph`
+/// and other keywords are never an id) and one-to-one (`a.b`, `a_b` and `a-b`
+/// stay three nodes): `_` is doubled, `-` becomes `_h`, `.` becomes `_d`.
 fn mermaid_id(name: &str) -> String {
-    name.replace(['-', '.'], "_")
+    let mut id = String::from("s_");
+    for c in name.chars() {
+        match c {
+            '_' => id.push_str("__"),
+            '-' => id.push_str("_h"),
+            '.' => id.push_str("_d"),
+            c => id.push(c),
+        }
+    }
+    id
 }
 
 /// A path of nodes from `start` back to itself.

@@ -77,6 +77,8 @@ pub struct Lineage {
     /// Within a folder: the file on disk now, against `file_hash`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_now: Option<Now>,
+    /// What was made from the artifact (`--downstream`) rather than what made it.
+    pub downstream: bool,
     pub root: Node,
 }
 
@@ -123,6 +125,7 @@ pub async fn lineage(ws: &Workspace, path: &str, downstream: bool) -> Result<Lin
                 within,
                 file_hash,
                 file_now,
+                downstream,
                 root,
             });
         }

@@ -69,6 +69,26 @@ pub fn resolve(p: &Pipeline, stage: &StageSpec, profile: &str, workspace: &Path)
     }
 }
 
+/// Where `stage`'s parameters come from, for messages: the profile file,
+/// the manifest that gives them inline, or the params files it reads.
+pub fn source(p: &Pipeline, stage: &StageSpec, profile: &str) -> String {
+    match &stage.params {
+        ParamSpec::None => "no parameters".to_string(),
+        ParamSpec::Inline(_) => format!("params in {}", stage.defined_in.display()),
+        ParamSpec::Profile(name) => p
+            .config_dir
+            .join(profile)
+            .join(format!("{name}.json"))
+            .display()
+            .to_string(),
+        ParamSpec::Keys(files) => files
+            .iter()
+            .map(|(f, _)| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// Reads a profile's parameter file, replacing every `{"$include": "F.json"}`
 /// object with the content of `F.json` from the same folder (itself read the
 /// same way), so that, for example, a sweep names the stage-2 recipe it varies

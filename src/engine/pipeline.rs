@@ -8,6 +8,7 @@
 //! stage in DVC's `dvc.yaml` vocabulary: `cmd`, `deps`, `outs`, `params`,
 //! `wdir`, `desc`, `always_changed`, `frozen`, with DVC's meaning.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,10 @@ pub struct Pipeline {
     /// Folder of the profiles (`<config>/<profile>/<stage>.json`).
     pub config_dir: PathBuf,
     pub stages: Vec<StageSpec>,
+    /// The profile the stages were selected for.
+    pub profile: String,
+    /// Stages the file declares for other profiles only, with those profiles.
+    pub other_profiles: Vec<(String, Vec<String>)>,
 }
 
 /// What a stage does when it runs.
@@ -198,6 +203,8 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
     let config_dir = clean(&base.join(raw.config.as_deref().unwrap_or("../config")));
     let stages_dir = clean(&base.join(raw.stages_dir.as_deref().unwrap_or("../stages")));
     let mut stages = Vec::new();
+    let mut other_profiles = Vec::new();
+    let mut listed: BTreeSet<String> = BTreeSet::new();
     for (name, entry) in raw.stages.0 {
         check_name(&name).map_err(|e| anyhow!("{}: stage '{name}': {e}", file.display()))?;
         if stages.iter().any(|s: &StageSpec| s.name == name) {
@@ -223,7 +230,9 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
             Some(inline) => (inline, file.to_path_buf()),
         };
         if let Some(ps) = &raw.profiles {
+            listed.extend(ps.iter().cloned());
             if !ps.iter().any(|p| p == profile) {
+                other_profiles.push((name, ps.clone()));
                 continue;
             }
         }
@@ -231,6 +240,7 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
             .map_err(|e| anyhow!("{}: stage '{name}': {e}", defined_in.display()))?;
         stages.push(spec);
     }
+    check_profile(file, &config_dir, profile, &listed)?;
     if stages.is_empty() {
         bail!("{}: the pipeline declares no stages", file.display());
     }
@@ -238,7 +248,39 @@ pub fn load(file: &Path, profile: &str) -> Result<Pipeline> {
         file: file.to_path_buf(),
         config_dir,
         stages,
+        profile: profile.to_string(),
+        other_profiles,
     })
+}
+
+/// A profile is a folder of the config folder or a name some stage's
+/// `profiles:` lists. A pipeline with neither (no config folder, no stage
+/// naming a profile) takes any profile, since nothing depends on it.
+fn check_profile(
+    file: &Path,
+    config_dir: &Path,
+    profile: &str,
+    listed: &BTreeSet<String>,
+) -> Result<()> {
+    let mut known = listed.clone();
+    if let Ok(rd) = std::fs::read_dir(config_dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                known.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    if known.is_empty() || known.contains(profile) {
+        return Ok(());
+    }
+    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+    bail!(
+        "profile '{profile}' does not exist: {} holds no folder {profile} and no stage of {} \
+         lists it (profiles: {}); choose one with --profile or PIPELINE_PROFILE",
+        config_dir.display(),
+        file.display(),
+        names.join(", ")
+    )
 }
 
 /// `a/b/../c` -> `a/c`, without touching the file system, so messages name
@@ -497,7 +539,12 @@ fn param_keys(items: &[Value]) -> Result<Vec<(RelPath, Vec<String>)>> {
 /// Memory as Slurm writes it: `8G`, `512M`, `1T`, or a number of megabytes.
 pub(crate) fn parse_mem(v: &Value) -> Result<u64> {
     let s = match v {
-        Value::Number(n) => return n.as_u64().context("resources.mem: a whole number of MB"),
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .filter(|&n| n > 0)
+                .context("resources.mem: a positive whole number of MB")
+        }
         Value::String(s) => s.trim().to_ascii_uppercase(),
         _ => bail!("resources.mem: e.g. 8G, 512M or a number of MB"),
     };
@@ -511,7 +558,11 @@ pub(crate) fn parse_mem(v: &Value) -> Result<u64> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| anyhow!("resources.mem '{s}': e.g. 8G, 512M or a number of MB"))?;
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| {
+            anyhow!("resources.mem '{s}': a positive size, e.g. 8G, 512M or a number of MB")
+        })?;
     Ok((n * mult).ceil() as u64)
 }
 
@@ -558,5 +609,11 @@ mod tests {
         assert_eq!(m("512M"), 512);
         assert_eq!(m("100"), 100);
         assert!(parse_mem(&Value::String("lots".into())).is_err());
+        for bad in ["-5G", "0", "0M", "-1", "NaNG", "infM"] {
+            let e = parse_mem(&Value::String(bad.into())).unwrap_err();
+            assert!(e.to_string().contains("a positive size"), "{bad}: {e}");
+        }
+        assert!(parse_mem(&serde_yaml::from_str("-5").unwrap()).is_err());
+        assert!(parse_mem(&serde_yaml::from_str("0").unwrap()).is_err());
     }
 }

@@ -144,7 +144,7 @@ impl fmt::Display for Reason {
             Reason::OutputModified { path } => {
                 write!(f, "output {path} was modified after it was written")
             }
-            Reason::Upstream { stages } => write!(f, "upstream {} will run", stages.join(", ")),
+            Reason::Upstream { stages } => write!(f, "upstream {} runs first", stages.join(", ")),
         }
     }
 }
@@ -176,6 +176,58 @@ pub enum Verdict {
     Invalid {
         message: String,
     },
+    /// An upstream stage cannot run (`by`: the invalid stages above it).
+    Blocked {
+        by: Vec<String>,
+    },
+}
+
+impl Verdict {
+    /// The stage's state as `status --json` names it: `up_to_date`, `frozen`,
+    /// `stale` (it runs), `may_run` (it runs only if an upstream stage that
+    /// runs first changes its output: early cutoff), `invalid` (it cannot
+    /// run) or `blocked` (a stage above it cannot run).
+    pub fn state(&self) -> &'static str {
+        match self {
+            Verdict::UpToDate { .. } => "up_to_date",
+            Verdict::Frozen => "frozen",
+            Verdict::Stale { reasons } if upstream_only(reasons).is_some() => "may_run",
+            Verdict::Stale { .. } => "stale",
+            Verdict::Invalid { .. } => "invalid",
+            Verdict::Blocked { .. } => "blocked",
+        }
+    }
+
+    /// Why, one line per reason, as `status` and `--dry-run` say it.
+    pub fn why(&self) -> Vec<String> {
+        match self {
+            Verdict::UpToDate { .. } | Verdict::Frozen => Vec::new(),
+            Verdict::Stale { reasons } => match upstream_only(reasons) {
+                Some(stages) => vec![if stages.len() == 1 {
+                    format!("runs if upstream {} changes its output", stages[0])
+                } else {
+                    format!(
+                        "runs if upstream {} change their outputs",
+                        stages.join(", ")
+                    )
+                }],
+                None => reasons.iter().map(|r| r.to_string()).collect(),
+            },
+            Verdict::Invalid { message } => vec![message.clone()],
+            Verdict::Blocked { by } => {
+                vec![format!("blocked by {}, which cannot run", by.join(", "))]
+            }
+        }
+    }
+}
+
+/// The upstream stages when they are the only reason (the stage would
+/// otherwise be up to date, as far as can be told before they run).
+fn upstream_only(reasons: &[Reason]) -> Option<&[String]> {
+    match reasons {
+        [Reason::Upstream { stages }] => Some(stages),
+        _ => None,
+    }
 }
 
 /// A stage evaluated against the store and the workspace.
@@ -228,12 +280,19 @@ impl<'a> Planner<'a> {
         if let Some(p) = self.params.get(&i) {
             return Ok(p.clone());
         }
-        let p = params::resolve(
-            &self.dag.pipeline,
-            &self.dag.stages()[i],
-            self.profile,
-            &self.ws.root,
-        )?;
+        let spec = &self.dag.stages()[i];
+        let p = params::resolve(&self.dag.pipeline, spec, self.profile, &self.ws.root)?;
+        // A built-in kind reads its parameters as it will when the step runs,
+        // so a bad one is reported now, not after the stages above have run.
+        if let Action::Builtin { kind } = &spec.action {
+            crate::stages::check_params(kind, &p).map_err(|e| {
+                anyhow::anyhow!(
+                    "stage '{}' ({kind}): {}: {e:#}",
+                    spec.name,
+                    params::source(&self.dag.pipeline, spec, self.profile)
+                )
+            })?;
+        }
         self.params.insert(i, p.clone());
         Ok(p)
     }

@@ -33,6 +33,10 @@ pub struct RunOptions {
     pub executor: ExecutorKind,
     /// `config/cluster.yaml` (defaults when absent).
     pub cluster: ClusterConfig,
+    /// On SIGINT, SIGTERM or SIGHUP, leave the run's Slurm jobs running
+    /// (recorded as running, for the next run to re-attach to) instead of
+    /// cancelling them; local steps stop either way.
+    pub detach: bool,
 }
 
 /// Where steps run unless a stage says otherwise.
@@ -62,6 +66,12 @@ pub enum Event {
     WouldRun {
         stage: String,
         reasons: Vec<Reason>,
+    },
+    /// A dry run's stage that runs only if a stage above it, which runs
+    /// first, changes its output (early cutoff).
+    MayRun {
+        stage: String,
+        why: String,
     },
     Started {
         stage: String,
@@ -164,8 +174,30 @@ pub async fn evaluate_all(
     force: &BTreeSet<usize>,
 ) -> Result<Vec<Evaluation>> {
     let mut stale: BTreeSet<usize> = BTreeSet::new();
+    // Per stage that cannot run or sits below one: the invalid stages above.
+    let mut cannot: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut out = Vec::new();
     for &i in sel {
+        let by: BTreeSet<String> = planner
+            .dag
+            .upstream(i)
+            .into_iter()
+            .filter_map(|u| cannot.get(&u))
+            .flatten()
+            .cloned()
+            .collect();
+        if !by.is_empty() {
+            let by: Vec<String> = by.into_iter().collect();
+            cannot.insert(i, by.clone());
+            out.push(Evaluation {
+                stage: i,
+                verdict: Verdict::Blocked { by },
+                fingerprint: None,
+                key: None,
+                inputs: Vec::new(),
+            });
+            continue;
+        }
         let pending: Vec<String> = planner
             .dag
             .upstream(i)
@@ -185,7 +217,10 @@ pub async fn evaluate_all(
                 inputs: Vec::new(),
             },
         };
-        if matches!(ev.verdict, Verdict::Stale { .. } | Verdict::Invalid { .. }) {
+        if let Verdict::Invalid { .. } = ev.verdict {
+            cannot.insert(i, vec![planner.dag.stages()[i].name.clone()]);
+        }
+        if matches!(ev.verdict, Verdict::Stale { .. }) {
             stale.insert(i);
         }
         out.push(ev);
@@ -538,11 +573,20 @@ pub async fn run(
         for ev in evaluate_all(&mut planner, &sel, &force).await? {
             let stage = dag.stages()[ev.stage].name.clone();
             match ev.verdict {
+                Verdict::Stale { .. } if ev.verdict.state() == "may_run" => {
+                    rep.event(Event::MayRun {
+                        stage,
+                        why: ev.verdict.why().join("; "),
+                    })
+                }
                 Verdict::Stale { reasons } => rep.event(Event::WouldRun { stage, reasons }),
-                Verdict::Invalid { message } => rep.event(Event::Blocked {
-                    stage,
-                    because: message,
-                }),
+                Verdict::Invalid { .. } | Verdict::Blocked { .. } => {
+                    summary.blocked.push(stage.clone());
+                    rep.event(Event::Blocked {
+                        stage,
+                        because: ev.verdict.why().join("; "),
+                    })
+                }
                 _ => rep.event(Event::UpToDate { stage }),
             }
         }
@@ -609,6 +653,10 @@ pub async fn run(
     let mut progress_seen = HashMap::new();
     let stop = stop_signal();
     tokio::pin!(stop);
+    // The loop runs in a block of its own so that an error inside it, which
+    // returns from the block, still stops every step this run started and
+    // closes the run row before the error reaches the caller.
+    let looped: Result<bool> = async {
     loop {
         // Launch every waiting stage whose upstream is settled, while slots last.
         if !stop_launching {
@@ -654,6 +702,7 @@ pub async fn run(
                 let ev = planner.evaluate(i, &[], force.contains(&i)).await?;
                 let reasons = match &ev.verdict {
                     Verdict::Invalid { message } => anyhow::bail!("{message}"),
+                    Verdict::Blocked { .. } => unreachable!("evaluate never blocks"),
                     Verdict::UpToDate { .. } | Verdict::Frozen => {
                         state.insert(i, State::Done);
                         summary.up_to_date.push(spec.name.clone());
@@ -844,11 +893,20 @@ pub async fn run(
             }
             (sig, name) = &mut stop => {
                 rep.event(Event::Message(format!("interrupted by {name}: stopping the running steps")));
-                interrupt(ws, &slurm, &mut running, &mut tasks).await?;
+                if opts.detach {
+                    let kept = detach_slurm(&mut running);
+                    if !kept.is_empty() {
+                        rep.event(Event::Message(format!(
+                            "--detach: left Slurm jobs {} running; the next `pipeline run` re-attaches to them",
+                            kept.join(", ")
+                        )));
+                    }
+                }
+                interrupt(ws, &slurm, &mut running, &mut tasks, &format!("interrupted by {name}")).await?;
                 summary.interrupted = Some(sig);
                 ws.store.set_slurm_calls(run_id, slurm.calls()).await?;
                 ws.store.finish_run(run_id, RunStatus::Interrupted).await?;
-                return Ok(summary);
+                return Ok(true);
             }
         };
         for (step, status) in finished {
@@ -883,6 +941,27 @@ pub async fn run(
                     stop_launching = true;
                 }
             }
+        }
+    }
+    Ok(false)
+    }
+    .await;
+    match looped {
+        Ok(true) => return Ok(summary),
+        Ok(false) => {}
+        Err(e) => {
+            if !running.is_empty() {
+                rep.event(Event::Message(format!(
+                    "stopping the running steps after an error: {e:#}"
+                )));
+            }
+            let why = format!("stopped: the run failed ({e:#})");
+            if let Err(stop) = interrupt(ws, &slurm, &mut running, &mut tasks, &why).await {
+                tracing::warn!("stopping the steps after an error: {stop:#}");
+            }
+            let _ = ws.store.set_slurm_calls(run_id, slurm.calls()).await;
+            let _ = ws.store.finish_run(run_id, RunStatus::Failed).await;
+            return Err(e);
         }
     }
     for &i in &sel {
@@ -959,6 +1038,14 @@ fn slurm_jobs(running: &BTreeMap<StepId, Running>) -> Vec<String> {
             How::Local { .. } => None,
         })
         .collect()
+}
+
+/// Takes the Slurm steps out of `running` (so that no cancel or interrupted
+/// mark reaches them) and returns their job ids.
+fn detach_slurm(running: &mut BTreeMap<StepId, Running>) -> Vec<String> {
+    let jobs = slurm_jobs(running);
+    running.retain(|_, r| matches!(r.how, How::Local { .. }));
+    jobs
 }
 
 /// One batched query for every Slurm job of the run; settles those that ended.
@@ -1172,6 +1259,7 @@ async fn interrupt(
     slurm: &Slurm,
     running: &mut BTreeMap<StepId, Running>,
     tasks: &mut JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)>,
+    why: &str,
 ) -> Result<()> {
     let jobs = slurm_jobs(running);
     if let Err(e) = slurm.cancel(&jobs).await {
@@ -1192,13 +1280,7 @@ async fn interrupt(
         }
     }
     for (id, _) in std::mem::take(running) {
-        ws.store
-            .mark_step(
-                id,
-                StepStatus::Interrupted,
-                "interrupted by the user (Ctrl-C)",
-            )
-            .await?;
+        ws.store.mark_step(id, StepStatus::Interrupted, why).await?;
     }
     Ok(())
 }

@@ -53,6 +53,18 @@ struct Params {
     max_failed_fraction: f64,
 }
 
+impl Params {
+    /// The step's parameters, checked: what the step runs with, and what
+    /// `pipeline` checks when it plans the step.
+    fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let p: Params = super::parse_params(v)?;
+        if !(0.5..=1.0).contains(&p.flag_auc) {
+            bail!("flag_auc must lie in [0.5, 1], not {}", p.flag_auc);
+        }
+        Ok(p)
+    }
+}
+
 fn default_relative_db() -> f64 {
     SilenceRule::default().relative_db
 }
@@ -286,16 +298,13 @@ impl Stage for ShortcutAudit {
         super::versions::SHORTCUT_AUDIT
     }
 
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        Params::from_json(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
-        let p: Params = serde_json::from_value(ctx.params.clone())
+        let p = Params::from_json(ctx.params)
             .with_context(|| format!("stage {}: bad shortcut_audit parameters", ctx.stage))?;
-        if !(0.5..=1.0).contains(&p.flag_auc) {
-            bail!(
-                "stage {}: flag_auc must lie in [0.5, 1], not {}",
-                ctx.stage,
-                p.flag_auc
-            );
-        }
         let rule = SilenceRule {
             relative_db: p.silence_relative_db,
             floor_dbfs: p.silence_floor_dbfs,

@@ -67,6 +67,22 @@ struct Params {
     split: SplitParams,
 }
 
+impl Params {
+    /// The step's parameters, checked: what the step runs with, and what
+    /// `pipeline` checks when it plans the step.
+    fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let p: Params = super::parse_params(v)?;
+        if p.frame_size == 0
+            || p.clip_seconds <= 0.0
+            || p.clips_per_shard == 0
+            || p.clips_per_video == 0
+        {
+            bail!("frame_size, clip_seconds, clips_per_shard and clips_per_video must be positive");
+        }
+        Ok(p)
+    }
+}
+
 /// The identity-disjoint split, stratified by (race, gender): within each
 /// stratum of `n` identities, `round(train_fraction n)` train,
 /// `round(test_fraction n)` are held out for the reported metrics, and the
@@ -153,19 +169,13 @@ impl Stage for Elements {
         VERSION
     }
 
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        Params::from_json(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
-        let params: Params = serde_json::from_value(ctx.params.clone())
+        let params = Params::from_json(ctx.params)
             .with_context(|| format!("stage {}: bad elements parameters", ctx.stage))?;
-        if params.frame_size == 0
-            || params.clip_seconds <= 0.0
-            || params.clips_per_shard == 0
-            || params.clips_per_video == 0
-        {
-            bail!(
-                "stage {}: frame_size, clip_seconds, clips_per_shard and clips_per_video must be positive",
-                ctx.stage
-            );
-        }
         let mut videos = Vec::new();
         for (name, root) in ctx.inputs {
             videos.extend(

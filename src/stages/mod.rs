@@ -14,10 +14,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 #[cfg(feature = "media")]
 pub mod audit;
+pub mod category;
 #[cfg(feature = "media")]
 pub mod corpus;
 #[cfg(feature = "media")]
@@ -28,6 +31,7 @@ pub mod elements_bench;
 pub mod elements_inspect;
 pub mod grid;
 pub mod items;
+pub mod model_params;
 #[cfg(feature = "media")]
 pub mod seedvc;
 #[cfg(feature = "media")]
@@ -104,8 +108,84 @@ pub trait Stage: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Its code version; equal to the one in [`KINDS`].
     fn version(&self) -> u32;
+    /// Checks a step's parameters without running anything (at plan time).
+    fn check_params(&self, params: &serde_json::Value) -> Result<()>;
     /// Runs the stage to completion.
     fn run(&self, ctx: &StageContext<'_>) -> Result<()>;
+}
+
+/// Parses a built-in kind's parameters; an error names the key and what it
+/// expected ("parameter 'identities': invalid type: string \"sixty\",
+/// expected usize").
+pub fn parse_params<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(params.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            anyhow!("{}", e.inner())
+        } else {
+            anyhow!("parameter '{path}': {}", e.inner())
+        }
+    })
+}
+
+/// Parses parameters over the kind's own defaults, as [`parse_params`] does:
+/// a value given replaces the default's and an object merges key by key, so
+/// that a `recipe` given in part keeps the stage's other recipe values (the
+/// baseline's step decay, say) instead of the generic recipe's. An object
+/// whose `kind` differs from the default's (a schedule of another kind)
+/// replaces it whole.
+pub fn parse_over_defaults<T: Default + Serialize + DeserializeOwned>(
+    params: &serde_json::Value,
+) -> Result<T> {
+    let mut merged = serde_json::to_value(T::default()).context("serialising the defaults")?;
+    merge(&mut merged, params);
+    parse_params(&merged)
+}
+
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    use serde_json::Value;
+    match (base, over) {
+        (Value::Object(b), Value::Object(o))
+            if b.get("kind").is_none()
+                || o.get("kind").is_none()
+                || b.get("kind") == o.get("kind") =>
+        {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Checks the parameters of a step of built-in `kind` as its program will
+/// read them, so that `status` and `run --dry-run` report a bad one before
+/// anything runs. Kinds this build cannot check (the media kinds without the
+/// `media` feature, the kinds not implemented yet) pass.
+pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
+    use model_params::{BaselineParams, Stage1Params, Stage2Params};
+    match kind {
+        "stage1" => parse_over_defaults::<Stage1Params>(params).map(|_| ()),
+        "stage2" => parse_over_defaults::<Stage2Params>(params).map(|_| ()),
+        "baseline" => parse_over_defaults::<BaselineParams>(params).map(|_| ()),
+        "stage2_sweep" => {
+            let runs = grid::GridFile::parse(params)?.runs()?;
+            for (i, (point, config)) in runs.iter().enumerate() {
+                parse_over_defaults::<Stage2Params>(config)
+                    .with_context(|| format!("grid point {i} ({})", serde_json::json!(point)))?;
+            }
+            Ok(())
+        }
+        _ => match registry().into_iter().find(|s| s.kind() == kind) {
+            Some(s) => s.check_params(params),
+            None => Ok(()),
+        },
+    }
 }
 
 /// The code version of each kind: bumped whenever the kind's output for the
@@ -118,10 +198,12 @@ pub mod versions {
     pub const SEEDVC: u32 = 5;
     pub const ELEMENTS: u32 = 5;
     pub const SHORTCUT_AUDIT: u32 = 1;
-    pub const BASELINE: u32 = 1;
+    // baseline, stage2, stage2_sweep 2: a partial `recipe` merges with the
+    // stage's own defaults.
+    pub const BASELINE: u32 = 2;
     pub const STAGE1: u32 = 1;
-    pub const STAGE2: u32 = 1;
-    pub const STAGE2_SWEEP: u32 = 1;
+    pub const STAGE2: u32 = 2;
+    pub const STAGE2_SWEEP: u32 = 2;
     /// The kinds not implemented yet.
     pub const NONE: u32 = 0;
 }
@@ -241,6 +323,109 @@ mod tests {
         }
         #[cfg(feature = "media")]
         assert_eq!(registry().len(), 4);
+    }
+
+    #[test]
+    fn a_partial_recipe_keeps_the_stages_own_defaults() {
+        use model_params::{BaselineParams, Schedule, Stage2Params};
+        let b: BaselineParams =
+            parse_over_defaults(&serde_json::json!({"recipe": {"epochs": 3}})).unwrap();
+        assert_eq!(b.recipe.epochs, 3);
+        // The baseline's recipe, not the generic one (warm-up cosine, lr 3e-5, clip 1).
+        assert_eq!(b.recipe.lr, 1e-5);
+        assert_eq!(b.recipe.clip_norm, None);
+        assert_eq!(
+            b.recipe.schedule,
+            Schedule::StepDecay {
+                from_epoch: 2,
+                gamma: 0.5
+            }
+        );
+        // A schedule of another kind replaces the default's whole.
+        let b: BaselineParams = parse_over_defaults(&serde_json::json!({
+            "recipe": {"schedule": {"kind": "warmup_cosine", "warmup": 1, "final_factor": 0.1}}
+        }))
+        .unwrap();
+        assert_eq!(
+            b.recipe.schedule,
+            Schedule::WarmupCosine {
+                warmup: 1,
+                final_factor: 0.1
+            }
+        );
+        let s: Stage2Params =
+            parse_over_defaults(&serde_json::json!({"recipe": {"epochs": 2}})).unwrap();
+        assert_eq!((s.recipe.lr, s.recipe.patience), (1e-5, Some(10)));
+    }
+
+    #[test]
+    fn a_bad_parameter_is_named_by_its_key_and_expected_type() {
+        let e = check_params(
+            "stage2",
+            &serde_json::json!({"recipe": {"epochs": "twenty"}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("parameter 'recipe.epochs'"), "{e}");
+        assert!(e.contains("expected usize"), "{e}");
+        let e = check_params("stage1", &serde_json::json!({"modle": {}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `modle`"), "{e}");
+        let e = check_params(
+            "stage2_sweep",
+            &serde_json::json!({"base": {}, "grid": {"recipe.lr": [1e-4, "fast"]}}),
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("\"recipe.lr\":\"fast\""), "{e}");
+        assert!(e.contains("parameter 'recipe.lr'"), "{e}");
+        #[cfg(feature = "media")]
+        {
+            let e = check_params("synth", &serde_json::json!({"identities": "sixty"}))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("parameter 'identities'"), "{e}");
+            assert!(e.contains("invalid type: string \"sixty\""), "{e}");
+        }
+    }
+
+    /// The shipped profiles' parameters pass the check, and merging over the
+    /// defaults leaves each model stage's shipped parameters as they were
+    /// read before (so the measured demo still describes these configs).
+    #[test]
+    fn the_shipped_configs_pass_and_read_as_before() {
+        use model_params::{BaselineParams, Stage1Params, Stage2Params};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        fn same<T>(v: &serde_json::Value)
+        where
+            T: Default + Serialize + DeserializeOwned,
+        {
+            let plain: T = serde_json::from_value(v.clone()).unwrap();
+            let merged: T = parse_over_defaults(v).unwrap();
+            assert_eq!(
+                serde_json::to_value(plain).unwrap(),
+                serde_json::to_value(merged).unwrap()
+            );
+        }
+        for profile in ["demo", "paper"] {
+            for (kind, file) in [
+                ("stage1", "stage1.json"),
+                ("stage2", "stage2.json"),
+                ("baseline", "baseline.json"),
+                ("stage2_sweep", "sweep.json"),
+            ] {
+                let f = root.join(profile).join(file);
+                let v = crate::engine::params::read_profile_file(&f).unwrap();
+                check_params(kind, &v).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
+                match kind {
+                    "stage1" => same::<Stage1Params>(&v),
+                    "stage2" => same::<Stage2Params>(&v),
+                    "baseline" => same::<BaselineParams>(&v),
+                    _ => {}
+                }
+            }
+        }
     }
 
     #[test]

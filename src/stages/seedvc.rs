@@ -79,6 +79,18 @@ struct Params {
     max_failed_fraction: f64,
 }
 
+impl Params {
+    /// The step's parameters, checked: what the step runs with, and what
+    /// `pipeline` checks when it plans the step.
+    fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let p: Params = super::parse_params(v)?;
+        if p.command.is_empty() {
+            bail!("`command` is empty; give the converter's argv");
+        }
+        Ok(p)
+    }
+}
+
 fn default_timeout() -> u64 {
     1800
 }
@@ -102,15 +114,13 @@ impl Stage for SeedVc {
         VERSION
     }
 
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        Params::from_json(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
-        let p: Params = serde_json::from_value(ctx.params.clone())
+        let p = Params::from_json(ctx.params)
             .with_context(|| format!("stage {}: bad seedvc parameters", ctx.stage))?;
-        if p.command.is_empty() {
-            bail!(
-                "stage {}: `command` is empty; give the converter's argv",
-                ctx.stage
-            );
-        }
         let videos: Vec<Video> = scan(ctx.input("fakeavceleb")?)?
             .into_iter()
             .filter(|v| v.category == Category::RealVideoRealAudio)

@@ -89,6 +89,20 @@ pub struct Params {
     pub lead_seconds: f64,
 }
 
+impl Params {
+    /// The step's parameters, checked: what the step runs with, and what
+    /// `pipeline` checks when it plans the step.
+    fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let p: Params = super::parse_params(v)?;
+        if p.identities == 0 || p.fps == 0 || p.frame_size < 16 || p.min_seconds <= 0.0 {
+            bail!(
+                "identities and fps must be positive, frame_size at least 16, min_seconds positive"
+            );
+        }
+        Ok(p)
+    }
+}
+
 fn default_fps() -> u32 {
     25
 }
@@ -159,15 +173,13 @@ impl Stage for Synth {
         VERSION
     }
 
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        Params::from_json(params).map(|_| ())
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
-        let p: Params = serde_json::from_value(ctx.params.clone())
+        let p = Params::from_json(ctx.params)
             .with_context(|| format!("stage {}: bad synth parameters", ctx.stage))?;
-        if p.identities == 0 || p.fps == 0 || p.frame_size < 16 || p.min_seconds <= 0.0 {
-            bail!(
-                "stage {}: identities and fps must be positive, frame_size at least 16, min_seconds positive",
-                ctx.stage
-            );
-        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads.max(1))
             .build()

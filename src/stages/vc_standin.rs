@@ -40,22 +40,31 @@ pub struct VcStandinArgs {
     /// Output folder.
     #[arg(long)]
     pub output: PathBuf,
+    /// Seed-VC's diffusion steps (part of the output's name; the stand-in does not diffuse).
     #[arg(long, default_value_t = 25)]
     pub diffusion_steps: u32,
+    /// Seed-VC's length factor, positive (part of the output's name; the stand-in keeps the length).
     #[arg(long, default_value_t = 1.0)]
     pub length_adjust: f64,
+    /// Seed-VC v2's intelligibility guidance (accepted and unused by the stand-in).
     #[arg(long, default_value_t = 0.7)]
     pub intelligibility_cfg_rate: f64,
+    /// Seed-VC v2's similarity guidance (part of the output's name).
     #[arg(long, default_value_t = 0.7)]
     pub similarity_cfg_rate: f64,
+    /// Seed-VC v2's sampling top-p (accepted and unused by the stand-in).
     #[arg(long, default_value_t = 0.9)]
     pub top_p: f64,
+    /// Seed-VC v2's sampling temperature (accepted and unused by the stand-in).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Seed-VC v2's repetition penalty (accepted and unused by the stand-in).
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f64,
+    /// Seed-VC v2's style conversion, true or false (accepted and unused by the stand-in).
     #[arg(long, default_value = "false")]
     pub convert_style: String,
+    /// Seed-VC v2's anonymisation, true or false (accepted and unused by the stand-in).
     #[arg(long, default_value = "false")]
     pub anonymization_only: String,
 }

@@ -109,6 +109,14 @@ impl Store {
         })
     }
 
+    /// Whether any process holds the lock (on this host or another).
+    pub async fn is_locked(&self) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM lock WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// Releases the lock if this process holds it.
     pub async fn unlock_mine(&self) -> Result<()> {
         if self.network_fs.is_some() {

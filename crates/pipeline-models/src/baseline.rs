@@ -8,72 +8,13 @@
 //! We keep that quirk so the baseline reproduces the reference's numbers; it
 //! makes a clip's score depend on the other clips in its batch.
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::layers::{layer_norm, linear, MultiheadAttention, VitBlock, VitFlavour};
-use super::marlin::{MarlinConfig, MarlinEncoder};
+use super::marlin::MarlinEncoder;
 
-/// Geometry of the baseline; the defaults are the reference's.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaselineConfig {
-    pub img_size: i64,
-    pub patch_size: i64,
-    pub n_frames: i64,
-    pub audio_length: i64,
-    pub mel_bins: i64,
-    pub encoder_embed_dim: i64,
-    pub encoder_depth: usize,
-    pub encoder_num_heads: i64,
-    pub tubelet_size: i64,
-    pub mlp_ratio: f64,
-    pub hidden_dim: i64,
-    pub n_classes: i64,
-    /// Dropout of the classification head (the reference's MLP uses 0.5).
-    pub head_dropout: f64,
-}
-
-impl Default for BaselineConfig {
-    fn default() -> Self {
-        Self {
-            img_size: 224,
-            patch_size: 16,
-            n_frames: 16,
-            audio_length: 1024,
-            mel_bins: 128,
-            encoder_embed_dim: 768,
-            encoder_depth: 12,
-            encoder_num_heads: 12,
-            tubelet_size: 2,
-            mlp_ratio: 4.0,
-            hidden_dim: 1024,
-            n_classes: 2,
-            head_dropout: 0.5,
-        }
-    }
-}
-
-impl BaselineConfig {
-    fn video(&self) -> MarlinConfig {
-        MarlinConfig {
-            img_size: self.img_size,
-            patch_size: self.patch_size,
-            n_frames: self.n_frames,
-            tubelet_size: self.tubelet_size,
-            embed_dim: self.encoder_embed_dim,
-            depth: self.encoder_depth,
-            num_heads: self.encoder_num_heads,
-            mlp_ratio: self.mlp_ratio,
-            qkv_bias: false,
-        }
-    }
-
-    fn audio_tokens(&self) -> i64 {
-        (self.audio_length / self.patch_size) * (self.mel_bins / self.patch_size)
-    }
-}
+pub use pipeline::stages::model_params::BaselineConfig;
 
 /// `audio_encoder`: `Conv2d(1, D, 16, 16)` over `[B, 1, mel, time]` (tokens
 /// frequency-band-major), `pos_embed`, `modality`, timm blocks, `norm`.

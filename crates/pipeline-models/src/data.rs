@@ -22,6 +22,8 @@ use tch::{Kind, Tensor};
 use super::category::Category;
 use super::rng::SplitMix64;
 
+pub use pipeline::stages::model_params::{AudioInput, Augment};
+
 /// Which part of the identity-disjoint split a clip is in: training,
 /// validation (model selection, early stopping) or test (the reported metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,17 +65,6 @@ struct Shard {
     n: u64,
     mel: Slot,
     frames: Slot,
-}
-
-/// What the audio encoder reads from an element. The reference's training
-/// code can ask for `mel_err` inputs that its preprocessing never writes
-/// (MODELS.md defect 6); ours reads the log-mel element, and the kind is a
-/// named parameter so that another input can be added later.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AudioInput {
-    #[default]
-    LogMel,
 }
 
 /// The mel size of an element: `[128, 768]`.
@@ -278,23 +269,6 @@ impl ElementSet {
         (0..self.clips.len())
             .filter(|&i| self.clips[i].split == split)
             .collect()
-    }
-}
-
-/// Train-time augmentation probabilities (torchvision's defaults).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Augment {
-    pub grayscale_p: f64,
-    pub hflip_p: f64,
-}
-
-impl Default for Augment {
-    fn default() -> Self {
-        Self {
-            grayscale_p: 0.1,
-            hflip_p: 0.5,
-        }
     }
 }
 

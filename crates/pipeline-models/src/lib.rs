@@ -31,7 +31,7 @@
 pub mod amp;
 pub mod baseline;
 pub mod bench;
-pub mod category;
+pub use pipeline::stages::category;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -3,50 +3,12 @@
 //! `vis_enc.backbone.encoder` (qkv biases on); the OpenAVFF baseline holds the
 //! same structure as `visual_encoder` (no qkv bias).
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::layers::{fixed_sincos, layer_norm, PatchEmbedding3d, VitBlock, VitFlavour};
 
-/// Geometry of the video encoder; the defaults are `marlin_vit_base_ytf`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MarlinConfig {
-    pub img_size: i64,
-    pub patch_size: i64,
-    pub n_frames: i64,
-    pub tubelet_size: i64,
-    pub embed_dim: i64,
-    pub depth: usize,
-    pub num_heads: i64,
-    pub mlp_ratio: f64,
-    pub qkv_bias: bool,
-}
-
-impl Default for MarlinConfig {
-    fn default() -> Self {
-        Self {
-            img_size: 224,
-            patch_size: 16,
-            n_frames: 16,
-            tubelet_size: 2,
-            embed_dim: 768,
-            depth: 12,
-            num_heads: 12,
-            mlp_ratio: 4.0,
-            qkv_bias: true,
-        }
-    }
-}
-
-impl MarlinConfig {
-    /// Number of tokens: `(T/t) * (H/p) * (W/p)`.
-    pub fn tokens(&self) -> i64 {
-        let side = self.img_size / self.patch_size;
-        side * side * (self.n_frames / self.tubelet_size)
-    }
-}
+pub use pipeline::stages::model_params::MarlinConfig;
 
 /// The encoder: `patch_embedding`, `pos_embedding.emb`, `blocks.N`, `norm`.
 #[derive(Debug)]

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+pub use pipeline::stages::model_params::Schedule;
 
 /// A named set of parameters trained at `lr * lr_scale`.
 pub struct ParamGroup {
@@ -155,44 +156,6 @@ impl AdamW {
         })?;
         self.step = step;
         Ok(())
-    }
-}
-
-/// A per-epoch learning-rate factor.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Schedule {
-    /// Linear warm-up `(ep+1)/warmup` for `warmup` epochs, then cosine from 1
-    /// down to `final_factor` at the last epoch (stages 1 and 2).
-    WarmupCosine { warmup: usize, final_factor: f64 },
-    /// Constant until `from_epoch`, then multiplied by `gamma` every epoch
-    /// (the baseline: x0.5 every epoch from epoch 2).
-    StepDecay { from_epoch: usize, gamma: f64 },
-}
-
-impl Schedule {
-    /// The factor for 0-based `epoch` of `epochs`.
-    pub fn factor(&self, epoch: usize, epochs: usize) -> f64 {
-        match *self {
-            Self::WarmupCosine {
-                warmup,
-                final_factor,
-            } => {
-                if epoch < warmup {
-                    (epoch + 1) as f64 / warmup as f64
-                } else {
-                    let span = epochs.saturating_sub(warmup + 1).max(1) as f64;
-                    let progress = ((epoch - warmup) as f64 / span).min(1.0);
-                    final_factor
-                        + (1.0 - final_factor)
-                            * 0.5
-                            * (1.0 + (std::f64::consts::PI * progress).cos())
-                }
-            }
-            Self::StepDecay { from_epoch, gamma } => {
-                gamma.powi((epoch + 1).saturating_sub(from_epoch) as i32)
-            }
-        }
     }
 }
 

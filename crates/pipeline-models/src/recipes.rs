@@ -8,16 +8,18 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use super::baseline::{BaselineConfig, VideoCavMaeFt, HEAD_PREFIXES};
+use super::baseline::{VideoCavMaeFt, HEAD_PREFIXES};
 use super::category::Category;
-use super::data::{self, AudioInput, Augment, Batch, BatchSpec, ElementSet, Split};
+use super::data::{self, Augment, Batch, BatchSpec, ElementSet, Split};
 use super::layers::interpolate_linear;
 use super::losses;
 use super::metrics::ScoredClip;
-use super::optim::{ParamGroup, Schedule};
-use super::stage1::{AudioPretrainNet, Stage1Config};
-use super::stage2::{A2vMode, AvDetector, Stage2Config};
+use super::optim::ParamGroup;
+use super::stage1::AudioPretrainNet;
+use super::stage2::{A2vMode, AvDetector};
 use super::train::{params_with_prefix, Recipe, Selection, SelectionMetric, Task};
+
+pub use pipeline::stages::model_params::{BaselineParams, Stage1Params, Stage2Params};
 
 fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(
@@ -37,35 +39,6 @@ fn float_labels(cats: &[Category], device: Device) -> Tensor {
         .map(|c| if c.y_video() { 1.0 } else { 0.0 })
         .collect();
     Tensor::from_slice(&v).to_device(device)
-}
-
-/// Stage 1 parameters (`config/<profile>/stage1.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Stage1Params {
-    pub input: AudioInput,
-    pub model: Stage1Config,
-    pub recipe: Recipe,
-    /// Fake categories paired with reals for training.
-    pub train_fakes: Vec<Category>,
-    /// Fake categories validated against the real clips.
-    pub val_fakes: Vec<Category>,
-    pub supcon_temperature: f64,
-    pub ordinal_margin: f64,
-}
-
-impl Default for Stage1Params {
-    fn default() -> Self {
-        Self {
-            input: AudioInput::LogMel,
-            model: Stage1Config::default(),
-            recipe: Recipe::default(),
-            train_fakes: vec![Category::Rvfa],
-            val_fakes: vec![Category::Rvfa, Category::RvfaVc],
-            supcon_temperature: 0.07,
-            ordinal_margin: 0.2,
-        }
-    }
 }
 
 /// Stage 1: SupCon + BCE + ordinal ring on pairs of (fake, real of the same identity).
@@ -213,44 +186,6 @@ fn eval_specs(clips: &[usize], batch: usize, frames: bool) -> Vec<BatchSpec> {
         .collect()
 }
 
-/// Stage 2 parameters (`config/<profile>/stage2.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Stage2Params {
-    pub model: Stage2Config,
-    pub recipe: Recipe,
-    /// MARLIN's learning rate relative to `lr`; 0 freezes the backbone.
-    pub backbone_lr_scale: f64,
-    pub lambda_align: f64,
-    pub margin_align: f64,
-    pub augment: Augment,
-    /// Run the frozen stage-1 encoder and audio head with their dropout on
-    /// while training, as the reference does (its `model.train()` reaches
-    /// them; `requires_grad=False` does not switch dropout off). Off by
-    /// default: a frozen branch whose scores jitter between steps feeds the
-    /// fusion noise it cannot learn from, and at evaluation it runs without
-    /// dropout anyway (README: "Where the port trains differently").
-    pub frozen_audio_dropout: bool,
-}
-
-impl Default for Stage2Params {
-    fn default() -> Self {
-        Self {
-            model: Stage2Config::default(),
-            recipe: Recipe {
-                lr: 1e-5,
-                patience: Some(10),
-                ..Recipe::default()
-            },
-            backbone_lr_scale: 0.1,
-            lambda_align: 0.5,
-            margin_align: 0.5,
-            augment: Augment::default(),
-            frozen_audio_dropout: false,
-        }
-    }
-}
-
 /// Names of stage 2's frozen sub-networks (from stage 1).
 pub const STAGE2_FROZEN: &[&str] = &["audio_enc.", "audio_head."];
 /// Prefix of the video backbone.
@@ -379,42 +314,6 @@ impl Stage2Task<'_> {
             train,
             train && self.params.frozen_audio_dropout,
         ))
-    }
-}
-
-/// Baseline parameters (`config/<profile>/baseline.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BaselineParams {
-    pub model: BaselineConfig,
-    pub recipe: Recipe,
-    /// Learning-rate multiplier of the new head (`mlp_vision`, `mlp_audio`, `mlp_head`).
-    pub head_lr_scale: f64,
-    /// Audio noise and time-roll augmentation while training (MODELS.md defect 5:
-    /// a real boolean here).
-    pub noise: bool,
-    pub augment: Augment,
-}
-
-impl Default for BaselineParams {
-    fn default() -> Self {
-        Self {
-            model: BaselineConfig::default(),
-            recipe: Recipe {
-                epochs: 50,
-                lr: 1e-5,
-                batch_size: 16,
-                schedule: Schedule::StepDecay {
-                    from_epoch: 2,
-                    gamma: 0.5,
-                },
-                clip_norm: None,
-                ..Recipe::default()
-            },
-            head_lr_scale: 50.0,
-            noise: false,
-            augment: Augment::default(),
-        }
     }
 }
 

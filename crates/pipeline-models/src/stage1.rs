@@ -2,49 +2,12 @@
 //! `audio_enc` (`MelErrPatchTransformer`) is reused frozen by stage 2, and its
 //! `aux_head` becomes stage 2's `audio_head` (MODELS.md, defect 1).
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::layers::{linear, linear_normal, TransformerEncoder};
 
-/// Shapes of the audio encoder and the stage-1 heads; the defaults are the
-/// reference's full size.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Stage1Config {
-    pub d_model: i64,
-    pub proj_dim: i64,
-    pub patch_len: i64,
-    pub n_mels: i64,
-    pub t_pad: i64,
-    pub layers: usize,
-    pub nhead: i64,
-    pub dim_feedforward: i64,
-    pub dropout: f64,
-}
-
-impl Default for Stage1Config {
-    fn default() -> Self {
-        Self {
-            d_model: 512,
-            proj_dim: 256,
-            patch_len: 64,
-            n_mels: 128,
-            t_pad: 768,
-            layers: 4,
-            nhead: 4,
-            dim_feedforward: 1024,
-            dropout: 0.1,
-        }
-    }
-}
-
-impl Stage1Config {
-    fn n_patches(&self) -> i64 {
-        self.t_pad / self.patch_len
-    }
-}
+pub use pipeline::stages::model_params::Stage1Config;
 
 /// `MelErrPatchTransformer`: time cut into patches of `patch_len` frames, each
 /// flattened mel-major, projected, plus a learned position embedding, then a

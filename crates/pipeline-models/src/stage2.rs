@@ -20,56 +20,15 @@
 //!   error is dominated by what audio cannot predict; the branch stays at
 //!   chance on out-of-sync clips.
 
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
 use super::data::MEL_HOP_SECONDS;
 use super::layers::{interpolate_linear, linear, TransformerEncoder};
 use super::marlin::{MarlinConfig, MarlinEncoder};
-use super::stage1::{MelPatchEncoder, SequentialHead, Stage1Config};
+use super::stage1::{MelPatchEncoder, SequentialHead};
 
-/// Shapes of the detector; the defaults are the reference's full size.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Stage2Config {
-    /// The stage-1 encoder it reuses (its `d_model` is the detector's width).
-    pub audio: Stage1Config,
-    pub visual_backbone: MarlinConfig,
-    pub a2v_nhead: i64,
-    pub a2v_layers: usize,
-    pub predictor_dim_feedforward: i64,
-    pub dropout: f64,
-    /// How the A2V discrepancy is computed (see the module doc).
-    pub a2v_mode: A2vMode,
-    /// `time_aligned` only: how far the picture leads the sound (seconds);
-    /// a frame at time `t` is paired with the audio at `t + lead`.
-    pub audio_lead_seconds: f64,
-}
-
-/// The A2V discrepancy's form (see the module doc).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum A2vMode {
-    #[default]
-    Reference,
-    TimeAligned,
-}
-
-impl Default for Stage2Config {
-    fn default() -> Self {
-        Self {
-            audio: Stage1Config::default(),
-            visual_backbone: MarlinConfig::default(),
-            a2v_nhead: 4,
-            a2v_layers: 2,
-            predictor_dim_feedforward: 1024,
-            dropout: 0.1,
-            a2v_mode: A2vMode::Reference,
-            audio_lead_seconds: 0.04,
-        }
-    }
-}
+pub use pipeline::stages::model_params::{A2vMode, Stage2Config};
 
 /// `vis_enc`: the MARLIN backbone and a projection to the detector's width.
 #[derive(Debug)]

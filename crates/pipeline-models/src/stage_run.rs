@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
 use super::baseline::{VideoCavMaeFt, HEAD_PREFIXES};
@@ -41,9 +42,15 @@ pub struct StagePaths<'a> {
     pub verbose: bool,
 }
 
-/// Parses stage parameters, naming the stage in the error.
-pub fn parse_params<T: DeserializeOwned>(stage: &str, params: &serde_json::Value) -> Result<T> {
-    serde_json::from_value(params.clone()).with_context(|| format!("{stage}: invalid parameters"))
+/// Parses stage parameters over the kind's defaults (a partial `recipe`
+/// keeps the stage's other recipe values), as `pipeline` checked them when it
+/// planned the step; the error names the stage and the key.
+pub fn parse_params<T: Default + Serialize + DeserializeOwned>(
+    stage: &str,
+    params: &serde_json::Value,
+) -> Result<T> {
+    pipeline::stages::parse_over_defaults(params)
+        .with_context(|| format!("{stage}: invalid parameters"))
 }
 
 fn setup(paths: &StagePaths<'_>, seed: u64) -> Result<(Device, Arc<ElementSet>)> {

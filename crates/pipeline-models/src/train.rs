@@ -21,60 +21,9 @@ use super::amp::autocast_bf16;
 use super::checkpoint::{load_strict, read_tensors, save_vars, write_tensors};
 use super::data::{Batch, BatchSpec, ElementSet, Prefetcher, Split};
 use super::metrics::{self, Report, ScoredClip};
-use super::optim::{AdamW, ParamGroup, Schedule};
+use super::optim::{AdamW, ParamGroup};
 
-/// The recipe shared by all stages (each stage's config embeds it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Recipe {
-    pub epochs: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub schedule: Schedule,
-    /// Global gradient-norm limit; none when absent.
-    pub clip_norm: Option<f64>,
-    /// Stop after this many epochs without a better validation metric.
-    pub patience: Option<usize>,
-    pub seed: u64,
-    /// Clips per batch (stage 1: pairs per batch).
-    pub batch_size: usize,
-    /// Prefetch threads and batches kept ready per thread.
-    pub workers: usize,
-    pub prefetch: usize,
-    /// Mixed precision (bf16 autocast) when training on CUDA.
-    pub amp: bool,
-    /// Bootstrap replicates of each reported AUC's 95 % interval (drawn
-    /// from `seed`); 0 reports no intervals.
-    pub bootstrap_replicates: usize,
-    /// The validation metric that selects the kept epoch and drives early
-    /// stopping, when not the stage's own (stage 1 and 2: AP, as the
-    /// reference; the baseline: AUC). AP's floor is the share of fakes, so on
-    /// a validation set of five fakes per real it moves little and noisily.
-    pub select_on: Option<SelectionMetric>,
-}
-
-impl Default for Recipe {
-    fn default() -> Self {
-        Self {
-            epochs: 80,
-            lr: 3e-5,
-            weight_decay: 0.01,
-            schedule: Schedule::WarmupCosine {
-                warmup: 5,
-                final_factor: 1.0 / 50.0,
-            },
-            clip_norm: Some(1.0),
-            patience: None,
-            seed: 0,
-            batch_size: 32,
-            workers: 2,
-            prefetch: 2,
-            amp: true,
-            bootstrap_replicates: 1000,
-            select_on: None,
-        }
-    }
-}
+pub use pipeline::stages::model_params::{Recipe, SelectionMetric};
 
 /// What one stage contributes to the loop.
 pub trait Task {
@@ -102,13 +51,6 @@ pub trait Task {
 pub struct Selection {
     pub score: &'static str,
     pub metric: SelectionMetric,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SelectionMetric {
-    Ap,
-    Auc,
 }
 
 impl Selection {

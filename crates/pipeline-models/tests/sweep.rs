@@ -156,7 +156,7 @@ fn a_bad_grid_is_refused_before_anything_runs() {
     let (code, _, err) = ws.run(&["run"]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("stage sweep") && err.contains("lambda_align"),
+        err.contains("stage 'sweep'") && err.contains("lambda_align"),
         "{err}"
     );
     assert!(!ws.path(".pipeline/steps/1").exists(), "nothing ran: {err}");

@@ -14,8 +14,14 @@ impl Stage for Baseline {
         "baseline"
     }
 
+    /// 1: first version. 2: a `recipe` given in part merges with the
+    /// stage's own defaults (it fell back to the generic recipe's).
     fn version(&self) -> u32 {
-        1
+        2
+    }
+
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        pipeline::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {

@@ -18,6 +18,10 @@ impl Stage for Stage1 {
         1
     }
 
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        pipeline::stages::check_params(self.kind(), params)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
         let params: Stage1Params = parse_params(ctx.stage, ctx.params)?;
         run_stage1(

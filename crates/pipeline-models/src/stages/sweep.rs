@@ -29,7 +29,9 @@ use pipeline::stages::{Stage, StageContext};
 
 pub struct Stage2Sweep;
 
-const VERSION: u32 = 1;
+/// 1: first version. 2: a `recipe` given in part merges with the
+/// stage's own defaults (it fell back to the generic recipe's).
+const VERSION: u32 = 2;
 
 impl Stage for Stage2Sweep {
     fn kind(&self) -> &'static str {
@@ -38,6 +40,10 @@ impl Stage for Stage2Sweep {
 
     fn version(&self) -> u32 {
         VERSION
+    }
+
+    fn check_params(&self, params: &serde_json::Value) -> Result<()> {
+        pipeline::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
