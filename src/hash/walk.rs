@@ -18,6 +18,9 @@ pub fn walk(root: &Path) -> Result<Vec<(String, StatKey)>> {
 }
 
 fn walk_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, StatKey)>> {
+    // One pass lists the folder (names and types come with the listing);
+    // the stats then run in parallel, so a single folder of many files is
+    // not stat'ed by one thread.
     let mut files = Vec::new();
     let mut subdirs = Vec::new();
     let rd = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -41,21 +44,8 @@ fn walk_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, StatKey)>> {
             .with_context(|| format!("reading {}", ent.path().display()))?;
         if ft.is_dir() {
             subdirs.push((ent.path(), rel));
-        } else if ft.is_file() {
-            let meta = ent
-                .metadata()
-                .with_context(|| format!("reading {}", ent.path().display()))?;
-            files.push((rel, StatKey::of(&meta)));
-        } else if ft.is_symlink() {
-            let meta = fs::metadata(ent.path())
-                .with_context(|| format!("following link {}", ent.path().display()))?;
-            if !meta.is_file() {
-                bail!(
-                    "{}: a link to something other than a file; outputs may hold files, folders and links to files",
-                    ent.path().display()
-                );
-            }
-            files.push((rel, StatKey::of(&meta)));
+        } else if ft.is_file() || ft.is_symlink() {
+            files.push((ent, rel, ft.is_symlink()));
         } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
             bail!(
                 "{}: a special file; artifacts may hold only files and folders",
@@ -63,12 +53,32 @@ fn walk_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, StatKey)>> {
             );
         }
     }
+    let mut out: Vec<(String, StatKey)> = files
+        .into_par_iter()
+        .map(|(ent, rel, link)| {
+            let meta = if link {
+                let meta = fs::metadata(ent.path())
+                    .with_context(|| format!("following link {}", ent.path().display()))?;
+                if !meta.is_file() {
+                    bail!(
+                        "{}: a link to something other than a file; outputs may hold files, folders and links to files",
+                        ent.path().display()
+                    );
+                }
+                meta
+            } else {
+                ent.metadata()
+                    .with_context(|| format!("reading {}", ent.path().display()))?
+            };
+            Ok((rel, StatKey::of(&meta)))
+        })
+        .collect::<Result<_>>()?;
     let nested: Vec<Vec<(String, StatKey)>> = subdirs
         .par_iter()
         .map(|(p, rel)| walk_dir(p, rel))
         .collect::<Result<_>>()?;
     for n in nested {
-        files.extend(n);
+        out.extend(n);
     }
-    Ok(files)
+    Ok(out)
 }

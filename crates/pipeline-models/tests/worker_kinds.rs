@@ -78,3 +78,65 @@ fn pipeline_does_not_link_libtorch_and_the_worker_does() {
         "pipeline-worker does not link libtorch: {worker:?}"
     );
 }
+
+/// `pipeline bench models` (forwarded to the worker) times every network
+/// stage's configuration: stage 1 and the baseline as well as stage 2, the
+/// network told from the file's name or by `--kind`.
+#[test]
+fn bench_models_takes_every_network_stages_config() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let o = Command::new(common::pipeline_exe())
+        .current_dir(root)
+        .args([
+            "bench",
+            "models",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+        ])
+        .args([
+            "--config",
+            "config/demo/stage1.json",
+            "config/demo/baseline.json",
+        ])
+        .arg("config/demo/stage2.json")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (file, kind) in [
+        ("stage1.json", "Stage1"),
+        ("baseline.json", "Baseline"),
+        ("stage2.json", "Stage2"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("no line for {file}: {out}"));
+        assert!(line.contains(&format!("({kind})")), "{line}");
+        let ms: f64 = line
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(" ms/step").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no time in {line}"));
+        assert!(ms > 0.0 && ms.is_finite(), "{line}");
+    }
+    // A name that says nothing about the network asks for --kind.
+    let o = Command::new(common::pipeline_exe())
+        .current_dir(root)
+        .args(["bench", "models", "--steps", "1", "--device", "cpu"])
+        .args(["--config", "config/demo/elements.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("--kind stage1|stage2|baseline"), "{err}");
+}
