@@ -14,6 +14,7 @@ pub mod auc;
 pub mod engine;
 pub mod exec;
 pub mod hash;
+pub mod rng;
 pub mod stages;
 pub mod store;
 pub mod util;

@@ -50,7 +50,10 @@ pub fn process_alive(pid: u32, start: Option<i64>) -> bool {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// flushed to disk, then renamed over the target.
+/// flushed to disk, then renamed over the target, so a reader sees the whole
+/// file or none, and a crash leaves the old file or the new one. The one
+/// such helper of the project (checkpoints, whose writer wants a path, write
+/// to a temporary path and rename the same way).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -63,8 +66,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f =
             std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(bytes)
+            .and_then(|()| f.sync_all())
             .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().ok();
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())

@@ -11,13 +11,20 @@ fn failing(ws: &Ws, args: &[&str]) -> String {
     err
 }
 
-#[test]
-fn a_profile_that_does_not_exist_is_named_as_such() {
+/// Profile `demo` (a folder of the config folder) and `paper` (named by the
+/// stage `dl`, which belongs to it alone).
+fn two_profiles() -> Ws {
     let ws = Ws::new(
         "config: cfg\nstages:\n  a:\n    cmd: echo > x\n    outs: [x]\n  \
          dl:\n    cmd: echo > y\n    outs: [y]\n    profiles: [paper]\n",
     );
     ws.write("cfg/demo/a.json", "{}");
+    ws
+}
+
+#[test]
+fn a_profile_that_does_not_exist_is_named_as_such() {
+    let ws = two_profiles();
     let e = failing(&ws, &["--profile", "nosuch", "status"]);
     assert!(e.contains("profile 'nosuch' does not exist"), "{e}");
     assert!(e.contains("profiles: demo, paper"), "{e}");
@@ -29,11 +36,7 @@ fn a_profile_that_does_not_exist_is_named_as_such() {
 
 #[test]
 fn a_stage_of_another_profile_says_which_profile_it_belongs_to() {
-    let ws = Ws::new(
-        "config: cfg\nstages:\n  a:\n    cmd: echo > x\n    outs: [x]\n  \
-         dl:\n    cmd: echo > y\n    outs: [y]\n    profiles: [paper]\n",
-    );
-    ws.write("cfg/demo/a.json", "{}");
+    let ws = two_profiles();
     let e = failing(&ws, &["--profile", "demo", "run", "--until", "dl"]);
     assert!(
         e.contains("--until dl: stage dl belongs to the profile paper only"),

@@ -676,7 +676,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
     let last_run = ws.store.latest_run().await?.map(|(id, executor, status, calls)| {
         serde_json::json!({"run": id, "executor": executor, "status": status, "slurm_calls": calls})
     });
-    let allowed = pipeline::engine::confine::allowed_roots(&ws.root)?;
+    let allowed = pipeline::exec::confine::allowed_roots(&ws.root)?;
     if json {
         let doc = serde_json::json!({"profile": cli.profile, "last_run": last_run, "stages": rows, "allow_outside": allowed});
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -686,7 +686,7 @@ async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
             println!(
                 "outputs may be written outside the workspace under {} ({})",
                 a.display(),
-                pipeline::engine::confine::FILE
+                pipeline::exec::confine::FILE
             );
         }
     }

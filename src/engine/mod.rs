@@ -1,16 +1,17 @@
 //! The engine: pipeline YAML -> validated DAG -> plan (what is stale, and why)
 //! -> running the plan through an executor, recording everything in the store.
 
-pub mod confine;
 pub mod dag;
 pub mod envkey;
 pub mod fingerprint;
 pub mod gc;
+pub mod ingest;
 pub mod lineage;
 pub mod params;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;
+pub mod reattach;
 pub mod recover;
 pub mod resume;
 pub mod run;

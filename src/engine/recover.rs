@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::ingest::ingest;
 use super::paths::RelPath;
-use super::run::ingest;
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction};
 use crate::hash;
@@ -181,7 +181,6 @@ pub async fn recover(ws: &Workspace) -> Result<Recovered> {
             kind: rec
                 .as_ref()
                 .map_or(fallback_kind.as_str(), |r| r.kind.as_str()),
-            shard: None,
             // A step without its record cannot be matched to a stage's
             // current key: it is kept for lineage and reruns when needed.
             fingerprint: rec
@@ -247,7 +246,6 @@ async fn reserve(ws: &Workspace, run: crate::store::RunId, id: i64) -> Result<()
         run,
         stage: "(unreadable step folder)",
         kind: "unknown",
-        shard: None,
         fingerprint: "",
         code_version: "",
         command: None,

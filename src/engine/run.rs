@@ -9,15 +9,17 @@ use anyhow::{Context, Result};
 use tokio::task::JoinSet;
 
 use super::dag::Dag;
+pub use super::ingest::ingest;
 use super::pipeline::{Action, StageSpec};
 use super::plan::{Evaluation, Planner, Reason, Verdict};
+use super::reattach::count_requeues;
+pub use super::reattach::{local_process, local_step_alive, recover, Reattach};
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction, JobOutput, JobSpec};
 use crate::exec::local::{local_gpus, signal_group, LocalExecutor, Slots};
 use crate::exec::slurm::{memory_kill_line, ClusterConfig, JobState, Slurm, Submission};
-use crate::hash::statcache;
 use crate::store::{ArtifactVersion, NewRun, NewStep, RunStatus, StepEnd, StepId, StepStatus};
-use crate::util::{now_ms, process_alive, process_start};
+use crate::util::{now_ms, process_start};
 
 /// What the user asked of `pipeline run`.
 #[derive(Debug, Clone, Default)]
@@ -228,252 +230,6 @@ pub async fn evaluate_all(
     Ok(out)
 }
 
-/// A Slurm job of an earlier head process, still to be followed.
-pub struct Reattach {
-    pub step: StepId,
-    pub stage: String,
-    pub job: String,
-    /// Attempts recorded so far (resubmissions and requeues).
-    pub attempts: u32,
-    /// Restarts of `job` already counted in `attempts`.
-    pub requeues: u32,
-}
-
-/// The process of a local step on this host: the job's own pid file (which
-/// covers a head that died before recording the pid), else the recorded pid.
-/// `None` for a step on another host or one that never started.
-pub fn local_process(ws: &Workspace, s: &crate::store::StepRecord) -> Option<(u32, Option<i64>)> {
-    let here = crate::util::hostname();
-    job::read_pid(&ws.step_dir(s.id))
-        .filter(|(_, _, host)| *host == here)
-        .map(|(pid, start, _)| (pid, Some(start)))
-        .or_else(|| {
-            (s.host.as_deref() == Some(here.as_str()))
-                .then_some(s.pid.map(|p| (p as u32, s.pid_start)))
-                .flatten()
-        })
-}
-
-/// Whether an unfinished local step still has a live process here: its job,
-/// or the head that started it (which may not have launched the job yet).
-/// `None` when this host cannot tell (a Slurm job, a step on another host).
-pub async fn local_step_alive(
-    ws: &Workspace,
-    s: &crate::store::StepRecord,
-) -> Result<Option<bool>> {
-    if s.slurm_job_id.is_some() {
-        return Ok(None);
-    }
-    if s.host
-        .as_deref()
-        .is_some_and(|h| h != crate::util::hostname())
-    {
-        return Ok(None);
-    }
-    let job = local_process(ws, s).is_some_and(|(p, st)| process_alive(p, st));
-    Ok(Some(job || ws.store.lock_holder_alive_here().await?))
-}
-
-/// Finishes what a previous head process left: ingests result files of jobs
-/// that ended, waits for local jobs still running, marks the rest
-/// interrupted, and returns the Slurm jobs still queued or running so the run
-/// follows them instead of submitting them again.
-pub async fn recover(
-    ws: &Workspace,
-    slurm: Option<&Slurm>,
-    rep: &dyn Reporter,
-) -> Result<Vec<Reattach>> {
-    let mut follow = Vec::new();
-    let unfinished = ws.store.unfinished_steps().await?;
-    let jobs: Vec<String> = unfinished
-        .iter()
-        .filter_map(|s| s.slurm_job_id.clone())
-        .collect();
-    let states = match (slurm, jobs.is_empty()) {
-        (Some(sl), false) => sl.query(&jobs).await?,
-        (None, false) => Slurm::new(ClusterConfig::default())
-            .query(&jobs)
-            .await
-            .unwrap_or_default(),
-        _ => Default::default(),
-    };
-    for s in unfinished {
-        let dir = ws.step_dir(s.id);
-        if let Some(job) = &s.slurm_job_id {
-            if states.get(job).is_some_and(|st| st.is_active()) {
-                rep.event(Event::Message(format!(
-                    "re-attaching to step {} ({}), Slurm job {job} {}",
-                    s.id,
-                    s.stage,
-                    states[job].name()
-                )));
-                follow.push(Reattach {
-                    step: s.id,
-                    stage: s.stage.clone(),
-                    job: job.clone(),
-                    attempts: u32::try_from(s.attempts).unwrap_or(1).max(1),
-                    requeues: u32::try_from(s.slurm_requeues).unwrap_or(0),
-                });
-                continue;
-            }
-        } else {
-            if let Some((pid, start)) =
-                local_process(ws, &s).filter(|(p, st)| process_alive(*p, *st))
-            {
-                rep.event(Event::Message(format!(
-                    "re-attaching to step {} ({}), still running as pid {pid}",
-                    s.id, s.stage
-                )));
-                while process_alive(pid, start) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        if let Some(job) = &s.slurm_job_id {
-            // Requeues that ran while no head watched count as attempts too.
-            let mut attempts = u32::try_from(s.attempts).unwrap_or(1).max(1);
-            let mut requeues = u32::try_from(s.slurm_requeues).unwrap_or(0);
-            let name = &s.stage;
-            count_requeues(ws, s.id, name, job, &mut attempts, &mut requeues, rep).await?;
-        }
-        if job::read_result(&dir)?.is_some() {
-            let st = ingest(ws, s.id, None).await?;
-            rep.event(Event::Message(format!(
-                "recorded step {} ({}), which finished after its head process stopped: {st}",
-                s.id, s.stage
-            )));
-        } else {
-            ws.store
-                .mark_step(
-                    s.id,
-                    StepStatus::Interrupted,
-                    "the head process stopped before the step finished",
-                )
-                .await?;
-            rep.event(Event::Message(format!(
-                "step {} ({}) was interrupted when its head process stopped; it will run again if still needed",
-                s.id, s.stage
-            )));
-        }
-    }
-    Ok(follow)
-}
-
-/// Reads a step's result file into the store. Returns the step's final status.
-pub async fn ingest(
-    ws: &Workspace,
-    id: StepId,
-    exit: Option<std::process::ExitStatus>,
-) -> Result<StepStatus> {
-    let dir = ws.step_dir(id);
-    let stage = ws.store.step(id).await?.stage;
-    ingest_items(ws, &stage, id).await?;
-    let Some(r) = job::read_result(&dir)? else {
-        let why = match exit {
-            Some(e) => format!(
-                "the job ended ({e}) without writing its result; see `pipeline log {stage}`"
-            ),
-            None => "the job ended without writing its result".to_string(),
-        };
-        let end = StepEnd {
-            status: StepStatus::Failed,
-            exit_code: exit.and_then(|e| e.code()),
-            error: Some(&why),
-            started_at: None,
-            finished_at: now_ms(),
-            peak_rss_kb: None,
-            host: None,
-        };
-        ws.store.finish_step(id, &end, &[]).await?;
-        return Ok(StepStatus::Failed);
-    };
-    let mut entries = Vec::new();
-    if r.succeeded {
-        for o in &r.outputs {
-            let blob = std::fs::read(dir.join(&o.entries_file))
-                .with_context(|| format!("reading the output listing of step {id}"))?;
-            entries.push(statcache::decode_stat(&blob)?);
-        }
-    }
-    let outputs: Vec<(String, ArtifactVersion)> = r
-        .outputs
-        .iter()
-        .zip(entries.iter())
-        .map(|(o, e)| {
-            (
-                o.name.clone(),
-                ArtifactVersion {
-                    path: &o.path,
-                    hash: &o.hash,
-                    size: o.size,
-                    is_dir: o.is_dir,
-                    entries: e,
-                },
-            )
-        })
-        .collect();
-    let status = if r.succeeded {
-        StepStatus::Succeeded
-    } else {
-        StepStatus::Failed
-    };
-    let end = StepEnd {
-        status,
-        exit_code: r.exit_code,
-        error: r.error.as_deref(),
-        started_at: Some(r.started_at),
-        finished_at: r.finished_at,
-        peak_rss_kb: r.peak_rss_kb,
-        host: Some(&r.host),
-    };
-    ws.store.finish_step(id, &end, &outputs).await?;
-    if status == StepStatus::Succeeded
-        && !job::read_job(&dir).is_ok_and(|j| j.keep_memo != Some(false))
-    {
-        // The output now holds what the memo held.
-        let memo = ws.items_dir(&stage);
-        if memo.exists() {
-            std::fs::remove_dir_all(&memo)
-                .with_context(|| format!("removing the memo {}", memo.display()))?;
-        }
-    }
-    Ok(status)
-}
-
-/// Ingests the per-item outcomes a sharded stage appended to `items.jsonl`.
-async fn ingest_items(ws: &Workspace, stage: &str, id: StepId) -> Result<()> {
-    let dir = ws.step_dir(id);
-    let mut files = vec![dir.join("items.jsonl")];
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut shards: Vec<_> = rd
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("shard-"))
-            .map(|e| e.path().join("items.jsonl"))
-            .collect();
-        shards.sort();
-        files.extend(shards);
-    }
-    let text: String = files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .collect();
-    if text.is_empty() {
-        return Ok(());
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        item: String,
-        status: String,
-        reason: Option<String>,
-    }
-    let items: Vec<(String, bool, Option<String>)> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Item>(l).ok())
-        .map(|i| (i.item, i.status == "ok", i.reason))
-        .collect();
-    ws.store.record_items(stage, id, &items).await
-}
-
 /// How a running step is being watched.
 enum How {
     Local {
@@ -493,34 +249,6 @@ enum How {
         starts_seen: u32,
         told_queued: u32,
     },
-}
-
-/// A job Slurm puts back in the queue after it started (scontrol requeue, a
-/// node failure or preemption with requeue) starts again under the same id,
-/// and each start appends to the step's starts file: every restart not yet
-/// counted in `requeues` is an attempt, also one that happened while no head
-/// process was watching. Returns how many times the job has started.
-async fn count_requeues(
-    ws: &Workspace,
-    step: StepId,
-    name: &str,
-    job: &str,
-    attempts: &mut u32,
-    requeues: &mut u32,
-    rep: &dyn Reporter,
-) -> Result<u32> {
-    let starts = job::starts_of(&ws.step_dir(step), job);
-    let seen = starts.saturating_sub(1);
-    if seen > *requeues {
-        *attempts += seen - *requeues;
-        *requeues = seen;
-        ws.store.set_attempts(step, *attempts, *requeues).await?;
-        rep.event(Event::Message(format!(
-            "{name}: Slurm requeued job {job} after it started; it started again (attempt {})",
-            *attempts
-        )));
-    }
-    Ok(starts)
 }
 
 struct Running {
@@ -701,8 +429,11 @@ pub async fn run(
                 }
                 let ev = planner.evaluate(i, &[], force.contains(&i)).await?;
                 let reasons = match &ev.verdict {
-                    Verdict::Invalid { message } => anyhow::bail!("{message}"),
-                    Verdict::Blocked { .. } => unreachable!("evaluate never blocks"),
+                    // Only `evaluate_all` words a stage invalid or blocked;
+                    // here a stage that cannot be evaluated is an error (`?`).
+                    Verdict::Invalid { .. } | Verdict::Blocked { .. } => {
+                        unreachable!("Planner::evaluate returns up to date, frozen or stale")
+                    }
                     Verdict::UpToDate { .. } | Verdict::Frozen => {
                         state.insert(i, State::Done);
                         summary.up_to_date.push(spec.name.clone());
@@ -1332,7 +1063,6 @@ async fn queue_step(
                 run,
                 stage: &spec.name,
                 kind: spec.kind_name(),
-                shard: None,
                 fingerprint: &key,
                 code_version: &fp.code_version,
                 command: fp.command.as_deref(),

@@ -138,7 +138,4 @@ impl Workspace {
     }
 }
 
-/// The folder of step `id` under the workspace `root` (job file, log, result).
-pub fn step_dir(root: &Path, id: StepId) -> PathBuf {
-    root.join(".pipeline").join("steps").join(id.0.to_string())
-}
+pub use crate::exec::job::step_dir;

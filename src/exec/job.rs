@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use crate::stages::progress::{Progress, PROGRESS_FILE};
 use crate::store::StepId;
+
+/// The folder of step `id` under the workspace `root` (job file, log, result).
+pub fn step_dir(root: &Path, id: StepId) -> PathBuf {
+    root.join(".pipeline").join("steps").join(id.0.to_string())
+}
 
 /// What a job runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,79 +124,6 @@ pub fn record_start(dir: &Path, pid: u32, start: i64, host: &str) -> Result<()> 
         .with_context(|| format!("recording the job's start in {}", path.display()))
 }
 
-/// A step's progress through its items, as its item log writes it (in the
-/// step's folder, or each shard's) while it runs.
-pub const PROGRESS_FILE: &str = "progress.json";
-
-/// Items done (failed ones included) out of `total`, after `elapsed_ms`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub done: u64,
-    pub failed: u64,
-    pub total: u64,
-    pub elapsed_ms: u64,
-}
-
-impl Progress {
-    /// Writes `dir/progress.json` (replaced whole; no fsync: it is only a
-    /// display, rewritten within a second).
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join(format!(".{PROGRESS_FILE}.{}", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, dir.join(PROGRESS_FILE))
-    }
-
-    /// The progress of a running step: its own file (a whole run, or the
-    /// gathering after its shards), else its shards' files (`shard-N/`)
-    /// summed, or `None` when there is none.
-    pub fn of_step(step_dir: &Path) -> Option<Progress> {
-        let read = |d: &Path| -> Option<Progress> {
-            serde_json::from_slice(&std::fs::read(d.join(PROGRESS_FILE)).ok()?).ok()
-        };
-        if let Some(own) = read(step_dir) {
-            return Some(own);
-        }
-        let shards = std::fs::read_dir(step_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("shard-"))
-            .filter_map(|e| read(&e.path()));
-        let mut sum: Option<Progress> = None;
-        for p in shards {
-            let s = sum.get_or_insert_with(Progress::default);
-            s.done += p.done;
-            s.failed += p.failed;
-            s.total += p.total;
-            s.elapsed_ms = s.elapsed_ms.max(p.elapsed_ms);
-        }
-        sum
-    }
-
-    /// "120 of 2100 items (5.7%), 3 failed, 85.1 items/s, about 23 s left".
-    pub fn text(&self) -> String {
-        let mut s = format!("{} of {} items", self.done, self.total);
-        if self.total > 0 {
-            s += &format!(" ({:.1}%)", 100.0 * self.done as f64 / self.total as f64);
-        }
-        if self.failed > 0 {
-            s += &format!(", {} failed", self.failed);
-        }
-        if self.done > 0 && self.elapsed_ms > 0 {
-            let rate = self.done as f64 * 1000.0 / self.elapsed_ms as f64;
-            s += &format!(", {rate:.1} items/s");
-            if self.done < self.total {
-                let left = (self.total - self.done) as f64 / rate * 1000.0;
-                s += &format!(", about {} left", crate::util::human_ms(left as i64));
-            }
-        }
-        s
-    }
-}
-
 /// How many times Slurm job `job` started in `step_dir`.
 pub fn starts_of(step_dir: &Path, job: &str) -> u32 {
     let Ok(text) = std::fs::read_to_string(step_dir.join(STARTS_FILE)) else {
@@ -248,50 +181,5 @@ pub fn read_result_of(step_dir: &Path, shard: Option<u32>) -> Result<Option<JobR
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", f.display())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_steps_progress_sums_its_shards_and_reads_as_text() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Progress::of_step(dir.path()), None);
-        for (i, done) in [(0, 4u64), (1, 6)] {
-            let d = dir.path().join(format!("shard-{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            Progress {
-                done,
-                failed: 1,
-                total: 10,
-                elapsed_ms: 1000 * (i + 1),
-            }
-            .write(&d)
-            .unwrap();
-        }
-        let p = Progress::of_step(dir.path()).unwrap();
-        assert_eq!(
-            p,
-            Progress {
-                done: 10,
-                failed: 2,
-                total: 20,
-                elapsed_ms: 2000
-            }
-        );
-        assert_eq!(
-            p.text(),
-            "10 of 20 items (50.0%), 2 failed, 5.0 items/s, about 2.0 s left"
-        );
-        let nothing_yet = Progress {
-            total: 7,
-            ..Progress::default()
-        };
-        assert_eq!(nothing_yet.text(), "0 of 7 items (0.0%)");
-        // The gathering run's own file, once there, is the step's progress.
-        nothing_yet.write(dir.path()).unwrap();
-        assert_eq!(Progress::of_step(dir.path()), Some(nothing_yet));
     }
 }

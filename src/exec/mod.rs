@@ -6,8 +6,10 @@
 //! ([`job`]). Any executor can run that command; the head process ingests the
 //! result file into the store. Jobs never open the database.
 
+pub mod confine;
 pub mod job;
 pub mod local;
 pub mod redact;
+pub mod resources;
 pub mod slurm;
 pub mod step;

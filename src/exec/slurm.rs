@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tokio::process::Command;
 
-use crate::engine::pipeline::Resources;
+use super::resources::Resources;
 
 /// How GPUs are asked for.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -84,7 +84,7 @@ impl ClusterConfig {
     pub fn max_mem_mb(&self) -> Result<Option<u64>> {
         self.max_mem
             .as_ref()
-            .map(crate::engine::pipeline::parse_mem)
+            .map(super::resources::parse_mem)
             .transpose()
     }
 

@@ -13,12 +13,12 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use super::confine;
+use super::job::step_dir;
 use super::job::{
     read_job, record_start, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE,
 };
 use super::redact;
-use crate::engine::confine;
-use crate::engine::workspace::step_dir;
 use crate::hash::{self, statcache};
 use crate::stages::{self, Home, Stage, StageContext};
 use crate::store::StepId;

@@ -25,11 +25,13 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::Deserialize;
 
 use super::corpus::{scan, Video};
-use super::items::{file_blake3, owns, shuffle, summarize, unit, write_atomic, ItemLog, Outcome};
+use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
 use super::{Stage, StageContext};
 use crate::media::element::{extract, ElementSpec};
 use crate::media::frames::N_SAMPLED;
 use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
+use crate::rng::{shuffle, unit};
+use crate::util::write_atomic;
 
 /// Bumped when the bytes of an element or of the outputs would change.
 /// 3: a cut MPEG-TS or WAV file fails its item too.

@@ -10,10 +10,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use super::items::Rng;
 use crate::media::element::{extract, ElementSpec};
 use crate::media::encode::{write_mp4, VideoSpec};
 use crate::media::mel::MelSpectrogram;
+use crate::rng::Rng;
 
 /// Arguments of `pipeline bench elements`.
 #[derive(clap::Args, Debug, Clone)]

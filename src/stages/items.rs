@@ -1,7 +1,7 @@
 //! Per-item bookkeeping shared by the sharded stages (seedvc, elements): which
-//! items a shard owns, the item log `items.jsonl`, atomic memo files, seeded
-//! numbers that depend only on the seed and the item (never on the order or
-//! the shard the item ran in), and the failure summary.
+//! items a shard owns, the item log `items.jsonl` and the failure summary.
+//! Their memo files are written with `util::write_atomic`, their seeded draws
+//! come from `rng` (per item, never depending on the order or the shard).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::exec::job::Progress;
+use super::progress::Progress;
 
 /// How often the item log rewrites the step's progress file (the head shows
 /// it) and prints a progress line to the step's log.
@@ -27,89 +27,12 @@ pub fn owns(shard: Option<(u32, u32)>, i: usize) -> bool {
     }
 }
 
-/// A number in `[0, 1)` from the seed, a purpose and the item's key.
-pub fn unit(seed: u64, purpose: &str, key: &str) -> f64 {
-    let h = blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .update(purpose.as_bytes())
-        .update(&[0])
-        .update(key.as_bytes())
-        .finalize();
-    let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-    (x >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// A small deterministic generator (splitmix64): the same seed gives the same
-/// stream on every machine.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// A generator for one purpose of one item, independent of any other.
-    pub fn for_item(seed: u64, purpose: &str, key: &str) -> Rng {
-        Rng((unit(seed, purpose, key) * (1u64 << 53) as f64) as u64)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `[lo, hi)`.
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.uniform()
-    }
-
-    /// Uniform integer in `[0, n)`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// Roughly normal (sum of uniforms), mean 0, standard deviation 1.
-    pub fn normal(&mut self) -> f64 {
-        (0..4).map(|_| self.uniform()).sum::<f64>() * 3f64.sqrt() - 2.0 * 3f64.sqrt()
-    }
-}
-
-/// A seeded Fisher-Yates shuffle.
-pub fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut rng = Rng::new(seed);
-    for i in (1..items.len()).rev() {
-        let j = rng.below(i + 1);
-        items.swap(i, j);
-    }
-}
-
 /// BLAKE3 of a file's content, hex.
 pub fn file_blake3(path: &Path) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update_mmap(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(h.finalize().to_hex().to_string())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader sees the whole file or none.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
 }
 
 /// An item's outcome.

@@ -32,6 +32,7 @@ pub mod elements_inspect;
 pub mod grid;
 pub mod items;
 pub mod model_params;
+pub mod progress;
 #[cfg(feature = "media")]
 pub mod seedvc;
 #[cfg(feature = "media")]
@@ -65,7 +66,7 @@ pub struct StageContext<'a> {
     /// fingerprint, written atomically) so an interrupted run redoes only the
     /// items that were in flight. Record each item's outcome as a JSON line
     /// `{"item": KEY, "status": "ok"|"failed", "reason": ...}` appended to
-    /// `step_dir/items.jsonl`; the head ingests those lines into the store.
+    /// `step_dir/items.jsonl` (kept in the step folder: the record of each item).
     pub items_dir: &'a Path,
     /// `Some((index, count))` when the stage runs as one shard of a sharded
     /// stage: then it fills `items_dir` with its share of the items and writes

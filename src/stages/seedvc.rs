@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::corpus::{scan, Category, Video};
-use super::items::{file_blake3, owns, summarize, write_atomic, ItemLog, Outcome};
+use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
 use super::vc_standin::seedvc_stem;
 use super::{Stage, StageContext};
 use crate::media::decode::{decode_audio_mono, probe};
@@ -39,6 +39,7 @@ use crate::media::embed::{cosine, speaker_embedding};
 use crate::media::mel::{MelSpectrogram, SAMPLE_RATE};
 use crate::media::mux::mux_audio;
 use crate::media::wav::write_pcm16;
+use crate::util::write_atomic;
 
 /// 2: a source or reference cut short (but still readable) fails its item
 /// instead of being converted or embedded from the part that is left.

@@ -20,12 +20,12 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::corpus::{Category, GENDERS, RACES};
-use super::items::Rng;
 use super::synth_face::{self, Blend, Face};
 use super::synth_voice::{self, Artifacts, Utterance, Voice};
 use super::{Stage, StageContext};
 use crate::media::encode::{write_mp4, VideoSpec};
 use crate::media::wav::write_pcm16;
+use crate::rng::Rng;
 
 /// 2: each video is encoded on a thread of its own (output no longer depends
 /// on the number of worker threads).

@@ -3,7 +3,7 @@
 //! sensor noise; optionally a blended mouth region (face-reenactment
 //! artifacts: a colour-shifted patch with a soft seam that flickers).
 
-use super::items::Rng;
+use crate::rng::Rng;
 
 /// The colour of an open mouth's interior, shared by every face (the tests
 /// measure the mouth opening by it).

@@ -6,7 +6,7 @@
 
 use std::f64::consts::TAU;
 
-use super::items::Rng;
+use crate::rng::Rng;
 
 /// Vowel formants (F1, F2, F3) in Hz for an adult male vocal tract.
 const VOWELS: [(f64, f64, f64); 5] = [

@@ -103,7 +103,6 @@ pub struct NewStep<'a> {
     pub run: RunId,
     pub stage: &'a str,
     pub kind: &'a str,
-    pub shard: Option<u32>,
     pub fingerprint: &'a str,
     pub code_version: &'a str,
     pub command: Option<&'a str>,
@@ -121,7 +120,6 @@ pub struct StepRecord {
     pub run_id: i64,
     pub stage: String,
     pub kind: String,
-    pub shard: Option<i64>,
     pub fingerprint: String,
     pub code_version: String,
     pub command: Option<String>,
@@ -187,7 +185,7 @@ pub struct StepEnd<'a> {
     pub host: Option<&'a str>,
 }
 
-const STEP_COLUMNS: &str = "id, run_id, stage, kind, shard, fingerprint, code_version, command, \
+const STEP_COLUMNS: &str = "id, run_id, stage, kind, fingerprint, code_version, command, \
     params_json, env_json, outs_json, status, reason, error, exit_code, executor, host, pid, \
     pid_start, slurm_job_id, slurm_state, attempts, slurm_requeues, queued_at, started_at, finished_at, \
     peak_rss_kb";
@@ -200,7 +198,6 @@ fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
         run_id: r.try_get("run_id")?,
         stage: r.try_get("stage")?,
         kind: r.try_get("kind")?,
-        shard: r.try_get("shard")?,
         fingerprint: r.try_get("fingerprint")?,
         code_version: r.try_get("code_version")?,
         command: r.try_get("command")?,
@@ -286,15 +283,14 @@ impl Store {
     ) -> Result<StepId> {
         let mut tx = self.pool.begin().await?;
         let id = sqlx::query(
-            "INSERT INTO steps (id, run_id, stage, kind, shard, fingerprint, code_version, command, \
+            "INSERT INTO steps (id, run_id, stage, kind, fingerprint, code_version, command, \
              params_json, env_json, outs_json, status, reason, executor, queued_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
         )
         .bind(id.map(|i| i.0))
         .bind(s.run.0)
         .bind(s.stage)
         .bind(s.kind)
-        .bind(s.shard.map(i64::from))
         .bind(s.fingerprint)
         .bind(s.code_version)
         .bind(s.command)
@@ -499,11 +495,11 @@ impl Store {
         step_from_row(&r)
     }
 
-    /// The newest successful step of `stage` (whole-stage steps only).
+    /// The newest successful step of `stage`.
     pub async fn latest_success(&self, stage: &str) -> Result<Option<StepRecord>> {
         let r = sqlx::query(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? AND status = 'succeeded' \
-             AND shard IS NULL ORDER BY id DESC LIMIT 1"
+             ORDER BY id DESC LIMIT 1"
         ))
         .bind(stage)
         .fetch_optional(&self.pool)
@@ -689,32 +685,6 @@ impl Store {
             .await?;
         r.map(|r| statcache::decode_tree(&r.get::<Vec<u8>, _>("listing")))
             .transpose()
-    }
-
-    /// Records the outcome of items of a sharded stage.
-    pub async fn record_items(
-        &self,
-        stage: &str,
-        step: StepId,
-        items: &[(String, bool, Option<String>)],
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for (item, ok, reason) in items {
-            sqlx::query(
-                "INSERT OR REPLACE INTO shard_items (stage, item, step_id, status, reason, recorded_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(stage)
-            .bind(item)
-            .bind(step.0)
-            .bind(if *ok { "ok" } else { "failed" })
-            .bind(reason)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::category::Category;
-use super::rng::SplitMix64;
+use super::rng::Rng;
 
 pub use pipeline::stages::model_params::{AudioInput, Augment};
 
@@ -333,7 +333,7 @@ pub fn load_batch(set: &ElementSet, spec: &BatchSpec) -> Result<Batch> {
         if spec.frames {
             let (gray, flip) = match spec.augment {
                 Some((seed, aug)) => {
-                    let mut r = SplitMix64::new(&[seed, c as u64]);
+                    let mut r = Rng::from_keys(&[seed, c as u64]);
                     (r.next_f64() < aug.grayscale_p, r.next_f64() < aug.hflip_p)
                 }
                 None => (false, false),
@@ -460,7 +460,7 @@ pub fn stage1_pairs(
         .filter(|&i| fakes.contains(&set.clips[i].category))
         .filter(|&i| reals.contains_key(set.clips[i].identity.as_str()))
         .collect();
-    let mut rng = SplitMix64::new(&[seed, epoch, 1]);
+    let mut rng = Rng::from_keys(&[seed, epoch, 1]);
     if shuffle {
         rng.shuffle(&mut fake_idx);
     }
@@ -484,7 +484,7 @@ pub fn batches(
 ) -> Vec<Vec<usize>> {
     let mut v = clips.to_vec();
     if shuffle {
-        SplitMix64::new(&[seed, epoch, 2]).shuffle(&mut v);
+        Rng::from_keys(&[seed, epoch, 2]).shuffle(&mut v);
     }
     v.chunks(batch.max(1)).map(|c| c.to_vec()).collect()
 }

@@ -42,7 +42,7 @@ pub mod marlin;
 pub mod metrics;
 pub mod optim;
 pub mod recipes;
-pub mod rng;
+pub use pipeline::rng;
 pub mod stage1;
 pub mod stage2;
 pub mod stage_run;

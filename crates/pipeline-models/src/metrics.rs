@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::category::Category;
-use super::rng::SplitMix64;
+use super::rng::Rng;
 
 /// A 95 % interval `[lo, hi]`.
 pub type Interval = [f64; 2];
@@ -68,7 +68,7 @@ pub fn auc_interval(
             .try_into()
             .ok()?,
     );
-    let mut rng = SplitMix64::new(&[boot.seed, key]);
+    let mut rng = Rng::from_keys(&[boot.seed, key]);
     let mut s = Vec::with_capacity(scores.len());
     let mut l = Vec::with_capacity(scores.len());
     let mut aucs: Vec<f64> = (0..boot.replicates)

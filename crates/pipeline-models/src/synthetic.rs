@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::category::Category;
 use super::data::{MEL_BINS, MEL_FRAMES, N_FRAMES};
-use super::rng::SplitMix64;
+use super::rng::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct SyntheticSpec {
 }
 
 /// `n` draws of a standard normal (Box-Muller) from `rng`.
-fn normal(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+fn normal(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let u = 1.0 - rng.next_f64();
@@ -41,7 +41,7 @@ fn normal(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
 }
 
 /// `n` uniform draws in [0, 1) from `rng`.
-fn uniform(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+fn uniform(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.next_f64() as f32).collect()
 }
 
@@ -51,7 +51,7 @@ fn uniform(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
 /// exactly their own data.
 pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut rng = SplitMix64::new(&[spec.seed as u64, 0x5e1e_4e47]);
+    let mut rng = Rng::from_keys(&[spec.seed as u64, 0x5e1e_4e47]);
     let mut records = Vec::new();
     for id in 0..spec.identities {
         for &cat in &spec.categories {
@@ -145,7 +145,7 @@ pub fn nominal_frame_times() -> Vec<f32> {
 }
 
 /// A syllable envelope: (start, duration, peak) triples over 3.2 s.
-fn syllables(rng: &mut SplitMix64) -> Vec<(f64, f64, f64)> {
+fn syllables(rng: &mut Rng) -> Vec<(f64, f64, f64)> {
     let mut out = Vec::new();
     let mut t = 0.05 + 0.2 * rng.next_f64();
     while t < 3.1 {
@@ -187,7 +187,7 @@ pub fn write_sync_elements(dir: &Path, spec: &SyncSpec) -> Result<()> {
         } else {
             "test"
         };
-        let mut rng = SplitMix64::new(&[spec.seed, 0x5_1c, id as u64]);
+        let mut rng = Rng::from_keys(&[spec.seed, 0x5_1c, id as u64]);
         let pitch = 2.0 + 6.0 * rng.next_f64();
         let skin = 0.45 + 0.3 * rng.next_f64();
         for cat in [Category::Rvra, Category::Fvra] {

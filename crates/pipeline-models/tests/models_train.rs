@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use pipeline_models::category::Category;
 use pipeline_models::checkpoint::read_tensors;
 use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
 use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
@@ -28,14 +27,7 @@ fn elements(dir: &Path) {
             identities: 10,
             val_identities: 3,
             test_identities: 2,
-            categories: vec![
-                Category::Rvra,
-                Category::Rvfa,
-                Category::Fvra,
-                Category::Fvfa,
-                Category::RvfaVc,
-                Category::RvfaSvc,
-            ],
+            categories: pipeline_models::category::ALL.to_vec(),
             clips_each: 2,
             frame_size: 32,
             clips_per_shard: 20,

@@ -24,8 +24,9 @@ use serde_json::{json, Value};
 use crate::recipes::Stage2Params;
 use crate::stage_run::{parse_params, run_stage2, StagePaths};
 use pipeline::stages::grid::GridFile;
-use pipeline::stages::items::{owns, summarize, write_atomic, ItemLog, Outcome};
+use pipeline::stages::items::{owns, summarize, ItemLog, Outcome};
 use pipeline::stages::{Stage, StageContext};
+use pipeline::util::write_atomic;
 
 pub struct Stage2Sweep;
 
