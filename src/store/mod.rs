@@ -44,6 +44,32 @@ pub struct Store {
     pub(crate) dir: std::path::PathBuf,
 }
 
+/// Every SQLite database file begins with these 16 bytes.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// A store file that is there and not empty must be an SQLite database. Told
+/// from its header, not by opening it: a write-ahead log left beside a file
+/// damaged since can hold every page, the first included, and SQLite would
+/// read the old database out of it as if nothing had happened.
+fn check_header(db: &Path) -> Result<()> {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(db) else {
+        return Ok(());
+    };
+    let mut head = Vec::with_capacity(16);
+    f.by_ref()
+        .take(16)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", db.display()))?;
+    if head.is_empty() || head == SQLITE_MAGIC {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} is not an SQLite database: its first bytes are not SQLite's header",
+        db.display()
+    )
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `db` and applies pending migrations.
     pub async fn open(db: &Path) -> Result<Store> {
@@ -51,6 +77,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the store folder {}", dir.display()))?;
         }
+        check_header(db)?;
         // By file name, never as a URL: a workspace path may hold `%41`, `?`
         // or `#`, which a URL would decode or cut.
         let dir = db.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -112,5 +139,28 @@ impl Store {
 
     pub async fn close(self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_file_is_told_by_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        assert!(check_header(&db).is_ok(), "missing: created on open");
+        std::fs::write(&db, b"").unwrap();
+        assert!(check_header(&db).is_ok(), "empty: worded by the caller");
+        std::fs::write(&db, b"this is no database ".repeat(300)).unwrap();
+        let e = check_header(&db).unwrap_err().to_string();
+        assert!(e.contains("is not an SQLite database"), "{e}");
+        std::fs::write(&db, b"SQLite").unwrap();
+        assert!(check_header(&db).is_err(), "a cut header");
+        let mut real = SQLITE_MAGIC.to_vec();
+        real.extend_from_slice(&[0; 100]);
+        std::fs::write(&db, real).unwrap();
+        assert!(check_header(&db).is_ok());
     }
 }
