@@ -506,7 +506,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
 
 async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
     let dag = load_dag(cli)?;
-    let ws = Workspace::open(&cli.workspace).await?;
+    let mut ws = Workspace::open(&cli.workspace).await?;
     dag.check_sources(&ws.root)?;
     match a.device {
         Device::Auto => {}

@@ -191,11 +191,17 @@ impl Verdict {
         match self {
             Verdict::UpToDate { .. } => "up_to_date",
             Verdict::Frozen => "frozen",
-            Verdict::Stale { reasons } if upstream_only(reasons).is_some() => "may_run",
+            _ if self.may_run() => "may_run",
             Verdict::Stale { .. } => "stale",
             Verdict::Invalid { .. } => "invalid",
             Verdict::Blocked { .. } => "blocked",
         }
+    }
+
+    /// Whether the stage runs only if an upstream stage that runs first
+    /// changes its output (its only reason is that upstream).
+    pub fn may_run(&self) -> bool {
+        matches!(self, Verdict::Stale { reasons } if upstream_only(reasons).is_some())
     }
 
     /// Why, one line per reason, as `status` and `--dry-run` say it.

@@ -301,12 +301,10 @@ pub async fn run(
         for ev in evaluate_all(&mut planner, &sel, &force).await? {
             let stage = dag.stages()[ev.stage].name.clone();
             match ev.verdict {
-                Verdict::Stale { .. } if ev.verdict.state() == "may_run" => {
-                    rep.event(Event::MayRun {
-                        stage,
-                        why: ev.verdict.why().join("; "),
-                    })
-                }
+                Verdict::Stale { .. } if ev.verdict.may_run() => rep.event(Event::MayRun {
+                    stage,
+                    why: ev.verdict.why().join("; "),
+                }),
                 Verdict::Stale { reasons } => rep.event(Event::WouldRun { stage, reasons }),
                 Verdict::Invalid { .. } | Verdict::Blocked { .. } => {
                     summary.blocked.push(stage.clone());

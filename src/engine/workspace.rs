@@ -16,7 +16,7 @@ pub struct Workspace {
     /// Keys the hashes of declared environment values ([`EnvKey`]).
     pub env_key: EnvKey,
     /// Set by [`Workspace::look_only`]: hashing updates no stat cache.
-    look_only: std::sync::atomic::AtomicBool,
+    look_only: bool,
 }
 
 impl Workspace {
@@ -74,15 +74,14 @@ impl Workspace {
             root,
             store,
             env_key,
-            look_only: Default::default(),
+            look_only: false,
         })
     }
 
     /// From now on this process only reads the store: what it hashes updates
     /// no stat cache (a dry run beside a live run writes nothing there).
-    pub fn look_only(&self) {
-        self.look_only
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    pub fn look_only(&mut self) {
+        self.look_only = true;
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -127,8 +126,7 @@ impl Workspace {
         );
         if let Some((h, stats)) = &result {
             let same = seen.is_some_and(|(hash, n)| hash == h.hash && n == h.entries.len());
-            let look_only = self.look_only.load(std::sync::atomic::Ordering::Relaxed);
-            if (stats.rehashed > 0 || !same) && !look_only {
+            if (stats.rehashed > 0 || !same) && !self.look_only {
                 self.store
                     .stat_put(path.as_str(), h.hash.to_hex().as_str(), &h.entries)
                     .await?;
