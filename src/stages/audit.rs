@@ -35,48 +35,7 @@ use crate::media::stats::{audio_stats, SilenceRule};
 /// The built-in `shortcut_audit` kind.
 pub struct ShortcutAudit;
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// A frame is silent this many dB below the clip's loudest frame...
-    #[serde(default = "default_relative_db")]
-    silence_relative_db: f64,
-    /// ... or below this level (dBFS) in any case.
-    #[serde(default = "default_floor_dbfs")]
-    silence_floor_dbfs: f64,
-    /// A statistic whose AUC is above this (or below `1 - flag_auc`) is flagged.
-    #[serde(default = "default_flag_auc")]
-    flag_auc: f64,
-    #[serde(default)]
-    fail_on_shortcut: bool,
-    #[serde(default = "default_max_failed")]
-    max_failed_fraction: f64,
-}
-
-impl Params {
-    /// The step's parameters, checked: what the step runs with, and what
-    /// `pipeline` checks when it plans the step.
-    fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let p: Params = super::parse_params(v)?;
-        if !(0.5..=1.0).contains(&p.flag_auc) {
-            bail!("flag_auc must lie in [0.5, 1], not {}", p.flag_auc);
-        }
-        Ok(p)
-    }
-}
-
-fn default_relative_db() -> f64 {
-    SilenceRule::default().relative_db
-}
-fn default_floor_dbfs() -> f64 {
-    SilenceRule::default().floor_dbfs
-}
-fn default_flag_auc() -> f64 {
-    0.7
-}
-fn default_max_failed() -> f64 {
-    0.05
-}
+type Params = super::media_params::AuditParams;
 
 /// One measured value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -402,6 +361,16 @@ fn write_report(dir: &Path, a: &Audit) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engines_default_silence_rule_is_the_media_modules() {
+        let p = Params::from_json(&serde_json::json!({})).unwrap();
+        let rule = SilenceRule::default();
+        assert_eq!(
+            (p.silence_relative_db, p.silence_floor_dbfs),
+            (rule.relative_db, rule.floor_dbfs)
+        );
+    }
 
     fn n(x: f64) -> Value {
         Value::Number(x)

@@ -43,111 +43,14 @@ const VERSION: u32 = super::versions::ELEMENTS;
 /// The built-in `elements` kind.
 pub struct Elements;
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// Seeds the window starts and the split.
-    seed: u64,
-    #[serde(default = "default_clip_seconds")]
-    clip_seconds: f64,
-    #[serde(default = "default_frame_size")]
-    frame_size: u32,
-    /// Videos shorter than this fail as unusable.
-    #[serde(default = "default_min_seconds")]
-    min_seconds: f64,
-    /// The least share of a window's video time its audio must cover.
-    #[serde(default = "default_min_audio_coverage")]
-    min_audio_coverage: f64,
-    #[serde(default = "default_clips_per_shard")]
-    clips_per_shard: usize,
-    /// Clips (windows) per video; keys get a `#j` suffix when above 1.
-    #[serde(default = "default_clips_per_video")]
-    clips_per_video: usize,
-    #[serde(default = "default_max_failed")]
-    max_failed_fraction: f64,
-    #[serde(default)]
-    split: SplitParams,
-}
+type Params = super::media_params::ElementsParams;
 
-impl Params {
-    /// The step's parameters, checked: what the step runs with, and what
-    /// `pipeline` checks when it plans the step.
-    fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let p: Params = super::parse_params(v)?;
-        if p.frame_size == 0
-            || p.clip_seconds <= 0.0
-            || p.clips_per_shard == 0
-            || p.clips_per_video == 0
-        {
-            bail!("frame_size, clip_seconds, clips_per_shard and clips_per_video must be positive");
-        }
-        Ok(p)
-    }
-}
-
-/// The identity-disjoint split, stratified by (race, gender): within each
-/// stratum of `n` identities, `round(train_fraction n)` train,
-/// `round(test_fraction n)` are held out for the reported metrics, and the
-/// rest validate (model selection, early stopping).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SplitParams {
-    #[serde(default = "default_train_fraction")]
-    train_fraction: f64,
-    #[serde(default = "default_test_fraction")]
-    test_fraction: f64,
-    /// A JSON file `{"train": [ids], "val": [ids], "test": [ids]}` (relative
-    /// to the workspace; `test` may be left out) that replaces the seeded split.
-    #[serde(default)]
-    file: Option<PathBuf>,
-}
-
-impl Default for SplitParams {
-    fn default() -> Self {
-        SplitParams {
-            train_fraction: default_train_fraction(),
-            test_fraction: default_test_fraction(),
-            file: None,
-        }
-    }
-}
-
-fn default_clip_seconds() -> f64 {
-    3.2
-}
-fn default_frame_size() -> u32 {
-    224
-}
-fn default_min_seconds() -> f64 {
-    1.0
-}
-fn default_min_audio_coverage() -> f64 {
-    0.9
-}
-fn default_clips_per_shard() -> usize {
-    256
-}
-fn default_clips_per_video() -> usize {
-    1
-}
-fn default_max_failed() -> f64 {
-    0.05
-}
-fn default_train_fraction() -> f64 {
-    0.7
-}
-fn default_test_fraction() -> f64 {
-    0.2
-}
-
-impl Params {
-    fn spec(&self) -> ElementSpec {
-        ElementSpec {
-            clip_seconds: self.clip_seconds,
-            frame_size: self.frame_size,
-            min_seconds: self.min_seconds,
-            min_audio_coverage: self.min_audio_coverage,
-        }
+fn spec(p: &Params) -> ElementSpec {
+    ElementSpec {
+        clip_seconds: p.clip_seconds,
+        frame_size: p.frame_size,
+        min_seconds: p.min_seconds,
+        min_audio_coverage: p.min_audio_coverage,
     }
 }
 
@@ -301,7 +204,7 @@ fn item(
         } else {
             format!("window/{j}")
         };
-        match extract(&v.path, &p.spec(), mel, unit(p.seed, &purpose, &v.key)) {
+        match extract(&v.path, &spec(&p), mel, unit(p.seed, &purpose, &v.key)) {
             Err(e) => {
                 let reason = e.to_string();
                 write_atomic(&failed, reason.as_bytes())?;

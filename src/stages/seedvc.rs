@@ -20,15 +20,14 @@
 //! shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
 //! `HF_HUB_OFFLINE` and `HF_TOKEN` reach the converter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rayon::prelude::*;
-use serde::Deserialize;
 
 use super::corpus::{scan, Category, Video};
 use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
@@ -62,42 +61,7 @@ const CONVERSION_VERSION: u32 = 5;
 /// The built-in `seedvc` kind.
 pub struct SeedVc;
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// The converter's argv with placeholders.
-    command: Vec<String>,
-    /// Working directory of the converter, relative to the workspace
-    /// (Seed-VC reads `configs/` relative to its checkout).
-    #[serde(default)]
-    cwd: Option<PathBuf>,
-    /// Extra environment variables for the converter.
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default = "default_timeout")]
-    timeout_seconds: u64,
-    #[serde(default = "default_max_failed")]
-    max_failed_fraction: f64,
-}
-
-impl Params {
-    /// The step's parameters, checked: what the step runs with, and what
-    /// `pipeline` checks when it plans the step.
-    fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let p: Params = super::parse_params(v)?;
-        if p.command.is_empty() {
-            bail!("`command` is empty; give the converter's argv");
-        }
-        Ok(p)
-    }
-}
-
-fn default_timeout() -> u64 {
-    1800
-}
-fn default_max_failed() -> f64 {
-    0.05
-}
+type Params = super::media_params::SeedVcParams;
 
 /// One planned conversion.
 struct Job<'a> {

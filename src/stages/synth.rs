@@ -17,7 +17,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use serde::Deserialize;
 
 use super::corpus::{Category, GENDERS, RACES};
 use super::synth_face::{self, Blend, Face};
@@ -63,70 +62,7 @@ fn record_level(audio: &mut [f32], seed: u64, key: &str) {
 /// The built-in `synth` kind.
 pub struct Synth;
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {
-    pub seed: u64,
-    pub identities: usize,
-    #[serde(default = "default_fps")]
-    pub fps: u32,
-    #[serde(default = "default_frame_size")]
-    pub frame_size: u32,
-    #[serde(default = "default_sample_rate")]
-    pub sample_rate: u32,
-    #[serde(default = "default_min_seconds")]
-    pub min_seconds: f64,
-    #[serde(default = "default_max_seconds")]
-    pub max_seconds: f64,
-    /// Videos per identity in each of the four categories.
-    #[serde(default = "default_one")]
-    pub videos_per_category: usize,
-    /// VoxCeleb2-shaped reference utterances per identity.
-    #[serde(default = "default_vox2")]
-    pub vox2_utterances: usize,
-    /// How far the mouth leads the sound (seconds).
-    #[serde(default = "default_lead")]
-    pub lead_seconds: f64,
-}
-
-impl Params {
-    /// The step's parameters, checked: what the step runs with, and what
-    /// `pipeline` checks when it plans the step.
-    fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let p: Params = super::parse_params(v)?;
-        if p.identities == 0 || p.fps == 0 || p.frame_size < 16 || p.min_seconds <= 0.0 {
-            bail!(
-                "identities and fps must be positive, frame_size at least 16, min_seconds positive"
-            );
-        }
-        Ok(p)
-    }
-}
-
-fn default_fps() -> u32 {
-    25
-}
-fn default_frame_size() -> u32 {
-    96
-}
-fn default_sample_rate() -> u32 {
-    16_000
-}
-fn default_min_seconds() -> f64 {
-    3.5
-}
-fn default_max_seconds() -> f64 {
-    5.0
-}
-fn default_one() -> usize {
-    1
-}
-fn default_vox2() -> usize {
-    3
-}
-fn default_lead() -> f64 {
-    0.04
-}
+type Params = super::media_params::SynthParams;
 
 /// One identity of the corpus.
 struct Identity {
