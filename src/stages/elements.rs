@@ -204,7 +204,7 @@ fn item(
         } else {
             format!("window/{j}")
         };
-        match extract(&v.path, &spec(&p), mel, unit(p.seed, &purpose, &v.key)) {
+        match extract(&v.path, &spec(p), mel, unit(p.seed, &purpose, &v.key)) {
             Err(e) => {
                 let reason = e.to_string();
                 write_atomic(&failed, reason.as_bytes())?;
