@@ -296,6 +296,55 @@ fn shards_fill_the_memo_and_the_gathering_run_recomputes_nothing() {
     assert!(files(&out2) == files(&out_f));
 }
 
+/// identity -> its part of the split, from a manifest.
+fn parts(rows: &[Value]) -> BTreeMap<String, String> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["identity"].as_str().unwrap().to_string(),
+                r["split"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_fusion_split_is_carved_out_of_the_training_identities() {
+    if !require_ffmpeg() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    corpus(data.path());
+    let r = Run::new();
+    let plain = r.ws.path().join("plain");
+    r.run(data.path(), &plain, &params(), None).unwrap();
+    let mut p = params();
+    // Of each stratum's 3 identities, 2 train; one of those 2 goes to fusion.
+    p["split"] = json!({"fusion_fraction": 0.34});
+    let held = r.ws.path().join("held");
+    r.run(data.path(), &held, &p, None).unwrap();
+    let (before, after) = (parts(&manifest(&plain)), parts(&manifest(&held)));
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let count =
+        |m: &BTreeMap<String, String>, part: &str| m.values().filter(|v| *v == part).count();
+    assert_eq!((count(&before, "train"), count(&before, "fusion")), (4, 0));
+    assert_eq!(
+        (count(&after, "train"), count(&after, "fusion")),
+        (2, 2),
+        "{after:?}"
+    );
+    for (id, part) in &after {
+        match part.as_str() {
+            // Validation and test are the same identities as without it.
+            "val" | "test" => assert_eq!(&before[id], part, "{id}"),
+            _ => assert_eq!(before[id], "train", "{id} came from {}", before[id]),
+        }
+    }
+}
+
 #[test]
 fn a_split_file_replaces_the_seeded_split() {
     if !require_ffmpeg() {

@@ -309,7 +309,7 @@ fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
     })
 }
 
-/// identity -> "train" | "val" | "test".
+/// identity -> "train" | "val" | "test" | "fusion".
 fn split(
     ctx: &StageContext<'_>,
     p: &Params,
@@ -326,6 +326,8 @@ fn split(
             val: Vec<String>,
             #[serde(default)]
             test: Vec<String>,
+            #[serde(default)]
+            fusion: Vec<String>,
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read the split file {}", path.display()))?;
@@ -335,7 +337,12 @@ fn split(
                 path.display()
             )
         })?;
-        for (part, ids) in [("train", sf.train), ("val", sf.val), ("test", sf.test)] {
+        for (part, ids) in [
+            ("train", sf.train),
+            ("val", sf.val),
+            ("test", sf.test),
+            ("fusion", sf.fusion),
+        ] {
             for id in ids {
                 if let Some(other) = out.insert(id.clone(), part) {
                     bail!(
@@ -353,11 +360,22 @@ fn split(
         }
         return Ok(out);
     }
-    let (tf, sf) = (p.split.train_fraction, p.split.test_fraction);
+    let (tf, sf, ff) = (
+        p.split.train_fraction,
+        p.split.test_fraction,
+        p.split.fusion_fraction,
+    );
     if !(0.0..=1.0).contains(&tf) || !(0.0..=1.0).contains(&sf) || tf + sf > 1.0 {
         bail!(
             "stage {}: split.train_fraction ({tf}) and split.test_fraction ({sf}) must lie in \
              [0, 1] and add up to at most 1 (the rest validates)",
+            ctx.stage
+        );
+    }
+    if !(0.0..=tf).contains(&ff) {
+        bail!(
+            "stage {}: split.fusion_fraction ({ff}) is taken from the training identities, so \
+             it must lie in [0, train_fraction ({tf})]",
             ctx.stage
         );
     }
@@ -382,8 +400,10 @@ fn split(
         let n = ids.len();
         let n_train = ((tf * n as f64).round() as usize).min(n);
         let n_test = ((sf * n as f64).round() as usize).min(n - n_train);
-        for id in &ids[..n_train] {
-            out.insert((*id).to_string(), "train");
+        let n_fusion = ((ff * n as f64).round() as usize).min(n_train);
+        for (k, id) in ids[..n_train].iter().enumerate() {
+            let part = if k < n_fusion { "fusion" } else { "train" };
+            out.insert((*id).to_string(), part);
         }
         for id in &ids[n - n_test..] {
             out.insert((*id).to_string(), "test");

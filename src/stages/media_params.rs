@@ -120,6 +120,15 @@ impl ElementsParams {
         {
             bail!("frame_size, clip_seconds, clips_per_shard and clips_per_video must be positive");
         }
+        let sp = &p.split;
+        if !(0.0..=sp.train_fraction).contains(&sp.fusion_fraction) {
+            bail!(
+                "parameter 'split.fusion_fraction' ({}) is taken from the training identities, \
+                 so it must lie in [0, split.train_fraction ({})]",
+                sp.fusion_fraction,
+                sp.train_fraction
+            );
+        }
         Ok(p)
     }
 }
@@ -127,7 +136,9 @@ impl ElementsParams {
 /// The identity-disjoint split, stratified by (race, gender): within each
 /// stratum of `n` identities, `round(train_fraction n)` train,
 /// `round(test_fraction n)` are held out for the reported metrics, and the
-/// rest validate (model selection, early stopping).
+/// rest validate (model selection, early stopping). Of the training
+/// identities, `round(fusion_fraction n)` form the `fusion` split instead:
+/// held out from every training but stage 2's fusion refit.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitParams {
@@ -135,8 +146,11 @@ pub struct SplitParams {
     pub train_fraction: f64,
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
-    /// A JSON file `{"train": [ids], "val": [ids], "test": [ids]}` (relative
-    /// to the workspace; `test` may be left out) that replaces the seeded split.
+    #[serde(default)]
+    pub fusion_fraction: f64,
+    /// A JSON file `{"train": [ids], "val": [ids], "test": [ids], "fusion":
+    /// [ids]}` (relative to the workspace; `test` and `fusion` may be left
+    /// out) that replaces the seeded split.
     #[serde(default)]
     pub file: Option<PathBuf>,
 }
@@ -146,6 +160,7 @@ impl Default for SplitParams {
         SplitParams {
             train_fraction: default_train_fraction(),
             test_fraction: default_test_fraction(),
+            fusion_fraction: 0.0,
             file: None,
         }
     }
@@ -267,6 +282,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `trian`"), "{e}");
+        let e = ElementsParams::from_json(&serde_json::json!({
+            "seed": 1, "split": {"train_fraction": 0.5, "fusion_fraction": 0.6}
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'split.fusion_fraction' (0.6)"), "{e}");
         let e = AuditParams::from_json(&serde_json::json!({"flag_auc": 0.2}))
             .unwrap_err()
             .to_string();

@@ -202,11 +202,12 @@ pub mod versions {
     pub const ELEMENTS: u32 = 5;
     pub const SHORTCUT_AUDIT: u32 = 1;
     // baseline, stage2, stage2_sweep 2: a partial `recipe` merges with the
-    // stage's own defaults.
-    pub const BASELINE: u32 = 2;
-    pub const STAGE1: u32 = 1;
-    pub const STAGE2: u32 = 2;
-    pub const STAGE2_SWEEP: u32 = 2;
+    // stage's own defaults. baseline 3, stage1 2, stage2 3, stage2_sweep 3:
+    // a trained model's output holds its per-clip scores (`scores.jsonl`).
+    pub const BASELINE: u32 = 3;
+    pub const STAGE1: u32 = 2;
+    pub const STAGE2: u32 = 3;
+    pub const STAGE2_SWEEP: u32 = 3;
     /// The kinds not implemented yet.
     pub const NONE: u32 = 0;
 }

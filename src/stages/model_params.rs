@@ -73,6 +73,12 @@ pub struct Recipe {
     /// reference; the baseline: AUC). AP's floor is the share of fakes, so on
     /// a validation set of five fakes per real it moves little and noisily.
     pub select_on: Option<SelectionMetric>,
+    /// Also score the training clips with the kept weights and write them to
+    /// `metrics.json` as `train_in_sample`: in-sample, so optimistic by
+    /// design, for telling overfitting (a branch far better on the clips it
+    /// trained on than on held-out ones) from a weak model. Off by default:
+    /// it costs one more pass over the training set.
+    pub report_train: bool,
 }
 
 impl Default for Recipe {
@@ -94,6 +100,7 @@ impl Default for Recipe {
             amp: true,
             bootstrap_replicates: 1000,
             select_on: None,
+            report_train: false,
         }
     }
 }
@@ -352,13 +359,93 @@ pub struct Stage2Params {
     pub lambda_align: f64,
     pub margin_align: f64,
     pub augment: Augment,
-    /// Run the frozen stage-1 encoder and audio head with their dropout on
-    /// while training, as the reference does (its `model.train()` reaches
-    /// them; `requires_grad=False` does not switch dropout off). Off by
-    /// default: a frozen branch whose scores jitter between steps feeds the
-    /// fusion noise it cannot learn from, and at evaluation it runs without
-    /// dropout anyway (README: "Where the port trains differently").
-    pub frozen_audio_dropout: bool,
+    /// Which parts of the frozen stage-1 branch run with their dropout on
+    /// while stage 2 trains (see [`FrozenAudioDropout`]; `true` and `false`
+    /// read as `all` and `off`).
+    pub frozen_audio_dropout: FrozenAudioDropout,
+    /// After the joint training, fit the fusion (`conf_net`) again, alone,
+    /// on the elements' `fusion` split: identities that neither stage 1 nor
+    /// the branches trained on, so the gate learns how far each branch is to
+    /// be trusted from scores like a new clip's rather than from in-sample
+    /// ones. A deviation from the reference (which fits the gate jointly on
+    /// the training clips), off unless given. README: "The fusion".
+    pub fusion_refit: Option<FusionRefit>,
+}
+
+/// The fusion's refit on held-out identities ([`Stage2Params::fusion_refit`]):
+/// AdamW on `conf_net` only, cosine from `lr` down to `lr / 50`, the epoch
+/// kept by the stage's validation metric.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FusionRefit {
+    pub epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Stop after this many epochs without a better validation metric.
+    pub patience: Option<usize>,
+}
+
+impl Default for FusionRefit {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            lr: 1e-3,
+            weight_decay: 0.01,
+            patience: Some(8),
+        }
+    }
+}
+
+/// Dropout in the frozen stage-1 branch while stage 2 trains. The reference
+/// calls `model.train()` on the whole detector, so its frozen encoder and
+/// audio head keep their dropout on (`requires_grad=False` does not switch
+/// dropout off): `all`. `off` runs both in eval mode, as at evaluation.
+/// `head` keeps the encoder (whose tokens feed the A2V predictor) in eval
+/// mode and the audio head's dropout on, so the audio score the fusion
+/// learns from jitters as a held-out clip's does, without the A2V branch
+/// training on dropped audio tokens. README: "The frozen audio branch's
+/// dropout".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrozenAudioDropout {
+    #[default]
+    Off,
+    Head,
+    All,
+}
+
+impl FrozenAudioDropout {
+    /// (encoder, head) dropout on, for a training step.
+    pub fn encoder_and_head(self) -> (bool, bool) {
+        match self {
+            Self::Off => (false, false),
+            Self::Head => (false, true),
+            Self::All => (true, true),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FrozenAudioDropout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Flag(bool),
+            Name(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Flag(false) => Ok(Self::Off),
+            Given::Flag(true) => Ok(Self::All),
+            Given::Name(n) => match n.as_str() {
+                "off" => Ok(Self::Off),
+                "head" => Ok(Self::Head),
+                "all" => Ok(Self::All),
+                _ => Err(serde::de::Error::custom(format!(
+                    "frozen_audio_dropout: expected off, head, all, true or false, got {n:?}"
+                ))),
+            },
+        }
+    }
 }
 
 impl Default for Stage2Params {
@@ -374,7 +461,8 @@ impl Default for Stage2Params {
             lambda_align: 0.5,
             margin_align: 0.5,
             augment: Augment::default(),
-            frozen_audio_dropout: false,
+            frozen_audio_dropout: FrozenAudioDropout::Off,
+            fusion_refit: None,
         }
     }
 }
@@ -412,5 +500,34 @@ impl Default for BaselineParams {
             noise: false,
             augment: Augment::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dropout_of(v: serde_json::Value) -> Result<FrozenAudioDropout, String> {
+        serde_json::from_value::<Stage2Params>(serde_json::json!({ "frozen_audio_dropout": v }))
+            .map(|p| p.frozen_audio_dropout)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn frozen_audio_dropout_reads_the_old_flag_and_the_three_names() {
+        assert_eq!(dropout_of(false.into()), Ok(FrozenAudioDropout::Off));
+        assert_eq!(dropout_of(true.into()), Ok(FrozenAudioDropout::All));
+        assert_eq!(dropout_of("off".into()), Ok(FrozenAudioDropout::Off));
+        assert_eq!(dropout_of("head".into()), Ok(FrozenAudioDropout::Head));
+        assert_eq!(dropout_of("all".into()), Ok(FrozenAudioDropout::All));
+        let err = dropout_of("some".into()).unwrap_err();
+        assert!(err.contains("expected off, head, all"), "{err}");
+        assert_eq!(
+            Stage2Params::default().frozen_audio_dropout,
+            FrozenAudioDropout::Off
+        );
+        assert_eq!(FrozenAudioDropout::Head.encoder_and_head(), (false, true));
+        assert_eq!(FrozenAudioDropout::All.encoder_and_head(), (true, true));
+        assert_eq!(FrozenAudioDropout::Off.encoder_and_head(), (false, false));
     }
 }

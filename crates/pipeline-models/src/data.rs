@@ -25,13 +25,16 @@ use super::rng::Rng;
 pub use pipeline::stages::model_params::{AudioInput, Augment};
 
 /// Which part of the identity-disjoint split a clip is in: training,
-/// validation (model selection, early stopping) or test (the reported metrics).
+/// validation (model selection, early stopping), test (the reported metrics)
+/// or fusion (training identities held out for stage 2's fusion refit, which
+/// no other training reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Val,
     Test,
+    Fusion,
 }
 
 /// One line of `manifest.jsonl`.

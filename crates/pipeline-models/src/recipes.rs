@@ -19,7 +19,9 @@ use super::stage1::AudioPretrainNet;
 use super::stage2::{A2vMode, AvDetector};
 use super::train::{params_with_prefix, Recipe, Selection, SelectionMetric, Task};
 
-pub use pipeline::stages::model_params::{BaselineParams, Stage1Params, Stage2Params};
+pub use pipeline::stages::model_params::{
+    BaselineParams, FusionRefit, Schedule, Stage1Params, Stage2Params,
+};
 
 fn to_f64s(t: &Tensor) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(
@@ -190,12 +192,26 @@ fn eval_specs(clips: &[usize], batch: usize, frames: bool) -> Vec<BatchSpec> {
 pub const STAGE2_FROZEN: &[&str] = &["audio_enc.", "audio_head."];
 /// Prefix of the video backbone.
 pub const STAGE2_BACKBONE: &str = "vis_enc.backbone.";
+/// Prefix of the fusion's gate.
+pub const STAGE2_FUSION: &str = "conf_net.";
 
 /// Stage 2: BCE on the fused logit + lambda * AlignRepel.
 pub struct Stage2Task<'a> {
     pub net: &'a AvDetector,
     pub set: &'a ElementSet,
     pub params: &'a Stage2Params,
+    pub phase: Stage2Phase,
+}
+
+/// What a stage-2 training trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage2Phase {
+    /// Everything but the frozen stage-1 parts, on the training split, with
+    /// the reference's loss (the fused BCE and AlignRepel).
+    Joint,
+    /// `conf_net` alone on the `fusion` split, the branches in eval mode and
+    /// without gradients; the loss is the fused BCE.
+    FusionRefit,
 }
 
 impl Stage2Task<'_> {
@@ -220,6 +236,18 @@ impl Stage2Task<'_> {
             },
         ]
     }
+
+    /// For the fusion refit: freezes everything but `conf_net` and returns
+    /// it as the one group.
+    pub fn fusion_groups(vs: &VarStore) -> Vec<ParamGroup> {
+        for (_, t) in params_with_prefix(vs, &[STAGE2_FUSION], true) {
+            let _ = t.set_requires_grad(false);
+        }
+        vec![ParamGroup {
+            lr_scale: 1.0,
+            params: params_with_prefix(vs, &[STAGE2_FUSION], false),
+        }]
+    }
 }
 
 impl Task for Stage2Task<'_> {
@@ -228,11 +256,15 @@ impl Task for Stage2Task<'_> {
     }
 
     fn train_batches(&self, epoch: usize) -> Vec<BatchSpec> {
+        let (split, salt) = match self.phase {
+            Stage2Phase::Joint => (Split::Train, 31),
+            Stage2Phase::FusionRefit => (Split::Fusion, 37),
+        };
         augmented_train_batches(
-            &self.set.split(Split::Train),
+            &self.set.split(split),
             &self.params.recipe,
             self.params.augment,
-            31,
+            salt,
             epoch,
         )
     }
@@ -243,8 +275,15 @@ impl Task for Stage2Task<'_> {
 
     fn loss(&self, batch: &Batch, device: Device) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
         let cats = categories(self.set, batch);
-        let o = self.forward(batch, device, true)?;
         let y = float_labels(&cats, device);
+        if self.phase == Stage2Phase::FusionRefit {
+            let b = tch::no_grad(|| self.branches(batch, device, false))?;
+            let f = self.net.fuse(&b, true);
+            let bce = losses::bce_with_logits(&f.logit_final.to_kind(Kind::Float), &y);
+            let parts = vec![("bce", bce.double_value(&[]))];
+            return Ok((bce, parts));
+        }
+        let o = self.forward(batch, device, true)?;
         let bce = losses::bce_with_logits(&o.logit_final.to_kind(Kind::Float), &y);
         let align = losses::align_repel(
             &o.mismatch_mse.to_kind(Kind::Float),
@@ -292,12 +331,20 @@ impl Task for Stage2Task<'_> {
 }
 
 impl Stage2Task<'_> {
-    fn forward(
+    /// The branches only, in eval mode (the fusion refit's frozen input).
+    fn branches(
         &self,
         batch: &Batch,
         device: Device,
         train: bool,
-    ) -> Result<super::stage2::Stage2Output> {
+    ) -> Result<super::stage2::Branches> {
+        let (mel, frames, times) = self.inputs(batch, device)?;
+        Ok(self
+            .net
+            .branches(&mel, &frames, times.as_ref(), train, (false, false)))
+    }
+
+    fn inputs(&self, batch: &Batch, device: Device) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let frames = batch.frames.as_ref().expect("stage 2 batches carry frames");
         let times = batch.frame_times.as_ref().map(|t| t.to_device(device));
         if self.params.model.a2v_mode == A2vMode::TimeAligned && times.is_none() {
@@ -307,12 +354,23 @@ impl Stage2Task<'_> {
                  version 4 writes them) or set a2v_mode to reference"
             );
         }
+        Ok((batch.mel.to_device(device), frames.to_device(device), times))
+    }
+
+    fn forward(
+        &self,
+        batch: &Batch,
+        device: Device,
+        train: bool,
+    ) -> Result<super::stage2::Stage2Output> {
+        let (mel, frames, times) = self.inputs(batch, device)?;
+        let (enc, head) = self.params.frozen_audio_dropout.encoder_and_head();
         Ok(self.net.forward(
-            &batch.mel.to_device(device),
-            &frames.to_device(device),
+            &mel,
+            &frames,
             times.as_ref(),
             train,
-            train && self.params.frozen_audio_dropout,
+            (train && enc, train && head),
         ))
     }
 }

@@ -152,22 +152,48 @@ impl AvDetector {
 
     /// `mel [B, n_mels, T]`, `v_clip [B, T, 3, H, W]` (the element layout),
     /// `frame_times [B, T]` (seconds from the window start; `time_aligned`
-    /// needs them). The frozen audio branch never gets gradients; it runs
-    /// with its dropout on only when `audio_train` (the reference's
-    /// `model.train()` on the whole detector; see `Stage2Params`).
+    /// needs them). The frozen audio branch never gets gradients; its
+    /// encoder and head run with their dropout on only when `audio_train`
+    /// says so, (encoder, head) (the reference's `model.train()` on the
+    /// whole detector reaches both; see `FrozenAudioDropout`).
     pub fn forward(
         &self,
         mel: &Tensor,
         v_clip: &Tensor,
         frame_times: Option<&Tensor>,
         train: bool,
-        audio_train: bool,
+        audio_train: (bool, bool),
     ) -> Stage2Output {
+        let b = self.branches(mel, v_clip, frame_times, train, audio_train);
+        let f = self.fuse(&b, train);
+        Stage2Output {
+            audio_feat: b.audio_feat,
+            logit_audio: b.logit_audio,
+            logit_a2v: b.logit_a2v,
+            logit_final: f.logit_final,
+            w_audio: f.w_audio,
+            w_a2v: f.w_a2v,
+            mismatch_mse: b.mismatch_mse,
+            v_seq: b.v_seq,
+            g_vis: b.g_vis,
+        }
+    }
+
+    /// Everything before the fusion: the two branches' scores and what the
+    /// fusion's gate reads (`forward` = `branches` then [`Self::fuse`]).
+    pub fn branches(
+        &self,
+        mel: &Tensor,
+        v_clip: &Tensor,
+        frame_times: Option<&Tensor>,
+        train: bool,
+        audio_train: (bool, bool),
+    ) -> Branches {
         let (audio, logit_audio) = tch::no_grad(|| {
-            let a = self.audio_enc.forward(mel, audio_train);
+            let a = self.audio_enc.forward(mel, audio_train.0);
             let l = self
                 .audio_head
-                .forward(&a.feat, audio_train)
+                .forward(&a.feat, audio_train.1)
                 .squeeze_dim(-1);
             (a, l)
         });
@@ -214,12 +240,27 @@ impl AvDetector {
             .square()
             .mean_dim([1i64, 2].as_slice(), false, None::<Kind>);
         let logit_a2v = self.a2v_head.forward(&fused, train).squeeze_dim(-1);
+        Branches {
+            audio_feat: audio.feat,
+            fused,
+            logit_audio,
+            logit_a2v,
+            mismatch_mse,
+            v_seq,
+            g_vis,
+        }
+    }
+
+    /// The confidence-aware fusion: `conf_net` over `[audio_feat ; fused ;
+    /// logit_audio ; logit_a2v]`, softmax weights, the weighted mean of the
+    /// two branches' probabilities as the final logit.
+    pub fn fuse(&self, b: &Branches, train: bool) -> Fusion {
         let conf_in = Tensor::cat(
             &[
-                audio.feat.shallow_clone(),
-                fused,
-                logit_audio.unsqueeze(1),
-                logit_a2v.unsqueeze(1),
+                b.audio_feat.shallow_clone(),
+                b.fused.shallow_clone(),
+                b.logit_audio.unsqueeze(1),
+                b.logit_a2v.unsqueeze(1),
             ],
             1,
         );
@@ -228,19 +269,32 @@ impl AvDetector {
             .forward(&conf_in, train)
             .softmax(-1, Kind::Float);
         let (w_audio, w_a2v) = (w.select(1, 0), w.select(1, 1));
-        let p = (&w_audio * logit_audio.sigmoid() + &w_a2v * logit_a2v.sigmoid())
+        let p = (&w_audio * b.logit_audio.sigmoid() + &w_a2v * b.logit_a2v.sigmoid())
             .clamp(1e-6, 1.0 - 1e-6);
         let logit_final = (&p / (-&p + 1.0)).log();
-        Stage2Output {
-            audio_feat: audio.feat,
-            logit_audio,
-            logit_a2v,
+        Fusion {
             logit_final,
             w_audio,
             w_a2v,
-            mismatch_mse,
-            v_seq,
-            g_vis,
         }
     }
+}
+
+/// The two branches' outputs for a batch ([`AvDetector::branches`]).
+pub struct Branches {
+    pub audio_feat: Tensor,
+    /// `[diff ; g_vis]`, what the A2V head reads.
+    pub fused: Tensor,
+    pub logit_audio: Tensor,
+    pub logit_a2v: Tensor,
+    pub mismatch_mse: Tensor,
+    pub v_seq: Tensor,
+    pub g_vis: Tensor,
+}
+
+/// The fusion's output ([`AvDetector::fuse`]).
+pub struct Fusion {
+    pub logit_final: Tensor,
+    pub w_audio: Tensor,
+    pub w_a2v: Tensor,
 }

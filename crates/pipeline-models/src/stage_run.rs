@@ -19,7 +19,8 @@ use super::data::{ElementSet, Prefetcher, Split};
 use super::device::DeviceChoice;
 use super::metrics::{self, Bootstrap, ScoredClip};
 use super::recipes::{
-    AudioNorm, BaselineParams, BaselineTask, Stage1Params, Stage1Task, Stage2Params, Stage2Task,
+    AudioNorm, BaselineParams, BaselineTask, Schedule, Stage1Params, Stage1Task, Stage2Params,
+    Stage2Phase, Stage2Task,
 };
 use super::stage1::AudioPretrainNet;
 use super::stage2::AvDetector;
@@ -77,6 +78,20 @@ fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> 
     Ok(())
 }
 
+/// A split's clips in the order `task` scores them, and their scores.
+fn score_split(
+    task: &dyn Task,
+    set: &Arc<ElementSet>,
+    recipe: &Recipe,
+    device: Device,
+    split: Split,
+) -> Result<(Vec<usize>, Vec<ScoredClip>)> {
+    let specs = task.eval_batches(split);
+    let order = specs.iter().flat_map(|b| b.clips.clone()).collect();
+    let mut batches = Prefetcher::start(set.clone(), specs, recipe.workers, 2);
+    Ok((order, tch::no_grad(|| task.score(&mut batches, device))?))
+}
+
 /// After training: reload the best weights (chosen on validation), score
 /// the validation and the test clips once more, write the outputs. The test
 /// report carries the bootstrap intervals; the validation report is the one
@@ -85,29 +100,37 @@ fn finish(
     task: &dyn Task,
     set: &Arc<ElementSet>,
     vs: &mut VarStore,
-    state: &TrainState,
+    (state, checkpoints): (&TrainState, &Path),
     paths: &StagePaths<'_>,
     recipe: &Recipe,
     extra: serde_json::Value,
 ) -> Result<()> {
-    let ckpt = CheckpointDir(paths.work.join("checkpoints"));
-    load_strict(vs, &ckpt.best())?;
+    load_strict(vs, &CheckpointDir(checkpoints.to_path_buf()).best())?;
     let device = vs.device();
-    let score = |split: Split| -> Result<Vec<ScoredClip>> {
-        let mut batches =
-            Prefetcher::start(set.clone(), task.eval_batches(split), recipe.workers, 2);
-        tch::no_grad(|| task.score(&mut batches, device))
-    };
-    let val = metrics::report(&score(Split::Val)?);
-    let test_clips = score(Split::Test)?;
+    let score = |split: Split| score_split(task, set, recipe, device, split);
+    let (val_order, val_clips) = score(Split::Val)?;
+    let val = metrics::report(&val_clips);
+    let (test_order, test_clips) = score(Split::Test)?;
     let boot = Bootstrap {
         replicates: recipe.bootstrap_replicates,
         seed: recipe.seed,
     };
     let test = (!test_clips.is_empty()).then(|| metrics::report_with_intervals(&test_clips, boot));
+    let mut per_clip = vec![
+        ("validation", val_order, val_clips),
+        ("test", test_order, test_clips),
+    ];
+    let train = if recipe.report_train {
+        let (order, clips) = score(Split::Train)?;
+        let report = metrics::report(&clips);
+        per_clip.push(("train_in_sample", order, clips));
+        Some(report)
+    } else {
+        None
+    };
     std::fs::create_dir_all(paths.out)?;
     save_vars(vs, &paths.out.join("model.safetensors"))?;
-    let metrics = serde_json::json!({
+    let mut metrics = serde_json::json!({
         "stage": task.name(),
         "best_epoch": state.best_epoch,
         "selection_metric": task.selection().with(recipe.select_on).of(&val),
@@ -118,10 +141,14 @@ fn finish(
         "bootstrap": boot,
         "extra": extra,
     });
+    if let Some(train) = train {
+        metrics["train_in_sample"] = serde_json::to_value(train)?;
+    }
     std::fs::write(
         paths.out.join("metrics.json"),
         serde_json::to_vec_pretty(&metrics)?,
     )?;
+    write_scores(&paths.out.join("scores.jsonl"), set, &per_clip)?;
     let mut h = std::fs::File::create(paths.out.join("history.jsonl"))?;
     for rec in &state.history {
         writeln!(h, "{}", serde_json::to_string(rec)?)?;
@@ -134,6 +161,41 @@ fn finish(
         let line = serde_json::json!({"epoch": rec.epoch, "seconds": rec.seconds});
         writeln!(t, "{line}")?;
     }
+    Ok(())
+}
+
+/// `scores.jsonl`: one line per scored clip (split, key, identity,
+/// category, label, every score and stage 2's fusion weights), the data
+/// behind each reported metric, for ROC curves and for fusions or
+/// calibrations fitted afterwards.
+fn write_scores(
+    path: &Path,
+    set: &ElementSet,
+    splits: &[(&str, Vec<usize>, Vec<ScoredClip>)],
+) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (split, order, clips) in splits {
+        ensure!(
+            order.len() == clips.len(),
+            "{split}: {} clips scored for {} loaded",
+            clips.len(),
+            order.len()
+        );
+        for (&i, c) in order.iter().zip(clips) {
+            let meta = &set.clips[i];
+            let line = serde_json::json!({
+                "split": split,
+                "key": meta.key,
+                "identity": meta.identity,
+                "category": c.category.folder(),
+                "label": c.label,
+                "scores": c.scores,
+                "weights": c.weights,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -161,11 +223,12 @@ pub fn run_stage1(params: &Stage1Params, paths: &StagePaths<'_>) -> Result<Train
         &params.recipe,
         &opts,
     )?;
+    let checkpoints = paths.work.join("checkpoints");
     finish(
         &task,
         &set,
         &mut vs,
-        &state,
+        (&state, &checkpoints),
         paths,
         &params.recipe,
         serde_json::Value::Null,
@@ -199,28 +262,100 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
         load_mapped(&vs, marlin, &[("encoder.", "vis_enc.backbone.encoder.")])
             .with_context(|| format!("loading MARLIN weights from {}", marlin.display()))?;
     }
+    let held_out = set.split(Split::Fusion).len();
+    ensure!(
+        held_out > 0 || params.fusion_refit.is_none(),
+        "stage2: fusion_refit fits the fusion on the elements' fusion split, and this element \
+         set has none; set split.fusion_fraction in the elements stage's configuration (or \
+         drop fusion_refit)"
+    );
     let groups = Stage2Task::groups(&vs, params.backbone_lr_scale);
     let task = Stage2Task {
         net: &net,
         set: &set,
         params,
+        phase: Stage2Phase::Joint,
     };
+    let checkpoints = paths.work.join("checkpoints");
     let opts = FitOptions {
         device,
-        checkpoints: &paths.work.join("checkpoints"),
+        checkpoints: &checkpoints,
         verbose: paths.verbose,
     };
     let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
+    let Some(refit) = &params.fusion_refit else {
+        finish(
+            &task,
+            &set,
+            &mut vs,
+            (&state, &checkpoints),
+            paths,
+            &params.recipe,
+            serde_json::Value::Null,
+        )?;
+        return Ok(state);
+    };
+    // The fusion refit starts from the joint training's kept epoch.
+    load_strict(&mut vs, &CheckpointDir(checkpoints.clone()).best())?;
+    // What the jointly fitted gate scores, for the refit's gain.
+    let joint_val =
+        metrics::report(&score_split(&task, &set, &params.recipe, device, Split::Val)?.1);
+    let joint_test =
+        metrics::report(&score_split(&task, &set, &params.recipe, device, Split::Test)?.1);
+    if paths.verbose {
+        eprintln!(
+            "stage2: joint training kept epoch {}; refitting the fusion on {held_out} held-out clips",
+            state.best_epoch.map_or("none".into(), |e| e.to_string())
+        );
+    }
+    let recipe = Recipe {
+        epochs: refit.epochs,
+        lr: refit.lr,
+        weight_decay: refit.weight_decay,
+        patience: refit.patience,
+        schedule: Schedule::WarmupCosine {
+            warmup: 0,
+            final_factor: 0.02,
+        },
+        ..params.recipe.clone()
+    };
+    let refit_task = Stage2Task {
+        phase: Stage2Phase::FusionRefit,
+        ..task
+    };
+    let refit_checkpoints = paths.work.join("fusion_checkpoints");
+    let refit_state = fit(
+        &refit_task,
+        &set,
+        &vs,
+        Stage2Task::fusion_groups(&vs),
+        &recipe,
+        &FitOptions {
+            device,
+            checkpoints: &refit_checkpoints,
+            verbose: paths.verbose,
+        },
+    )?;
+    let extra = serde_json::json!({
+        "fusion_refit": {
+            "held_out_clips": held_out,
+            "joint_best_epoch": state.best_epoch,
+            "joint_epochs_run": state.epochs_done,
+            "joint_history": state.history,
+            "joint_validation": joint_val,
+            "joint_test": joint_test,
+        }
+    });
     finish(
-        &task,
+        &refit_task,
         &set,
         &mut vs,
-        &state,
+        (&refit_state, &refit_checkpoints),
         paths,
-        &params.recipe,
-        serde_json::Value::Null,
+        &recipe,
+        extra,
     )?;
-    Ok(state)
+    Ok(refit_state)
 }
 
 /// The OpenAVFF baseline.
@@ -251,6 +386,15 @@ pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<T
     let groups = BaselineTask::groups(&vs, params.head_lr_scale);
     let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
     let extra = serde_json::json!({ "audio_norm": norm });
-    finish(&task, &set, &mut vs, &state, paths, &params.recipe, extra)?;
+    let checkpoints = paths.work.join("checkpoints");
+    finish(
+        &task,
+        &set,
+        &mut vs,
+        (&state, &checkpoints),
+        paths,
+        &params.recipe,
+        extra,
+    )?;
     Ok(state)
 }

@@ -15,9 +15,10 @@ impl Stage for Baseline {
     }
 
     /// 1: first version. 2: a `recipe` given in part merges with the
-    /// stage's own defaults (it fell back to the generic recipe's).
+    /// stage's own defaults (it fell back to the generic recipe's). 3: the
+    /// output holds the per-clip scores (`scores.jsonl`).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {

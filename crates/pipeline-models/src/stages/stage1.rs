@@ -14,8 +14,10 @@ impl Stage for Stage1 {
         "stage1"
     }
 
+    /// 1: first version. 2: the output holds the per-clip scores
+    /// (`scores.jsonl`).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {

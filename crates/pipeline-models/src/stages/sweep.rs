@@ -31,8 +31,9 @@ use pipeline::util::write_atomic;
 pub struct Stage2Sweep;
 
 /// 1: first version. 2: a `recipe` given in part merges with the
-/// stage's own defaults (it fell back to the generic recipe's).
-const VERSION: u32 = 2;
+/// stage's own defaults (it fell back to the generic recipe's). 3: each
+/// point's model writes its per-clip scores, and stage 2 may refit its fusion.
+const VERSION: u32 = 3;
 
 impl Stage for Stage2Sweep {
     fn kind(&self) -> &'static str {
