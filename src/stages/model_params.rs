@@ -359,10 +359,13 @@ pub struct Stage2Params {
     pub lambda_align: f64,
     pub margin_align: f64,
     pub augment: Augment,
-    /// Which parts of the frozen stage-1 branch run with their dropout on
-    /// while stage 2 trains (see [`FrozenAudioDropout`]; `true` and `false`
-    /// read as `all` and `off`).
-    pub frozen_audio_dropout: FrozenAudioDropout,
+    /// Run the frozen stage-1 encoder and audio head with their dropout on
+    /// while training, as the reference does (its `model.train()` reaches
+    /// them; `requires_grad=False` does not switch dropout off). Off by
+    /// default: a frozen branch whose scores jitter between steps feeds the
+    /// fusion noise it cannot learn from, and at evaluation it runs without
+    /// dropout anyway (README: "The frozen audio branch's dropout").
+    pub frozen_audio_dropout: bool,
     /// After the joint training, fit the fusion (`conf_net`) again, alone,
     /// on the elements' `fusion` split: identities that neither stage 1 nor
     /// the branches trained on, so the gate learns how far each branch is to
@@ -396,58 +399,6 @@ impl Default for FusionRefit {
     }
 }
 
-/// Dropout in the frozen stage-1 branch while stage 2 trains. The reference
-/// calls `model.train()` on the whole detector, so its frozen encoder and
-/// audio head keep their dropout on (`requires_grad=False` does not switch
-/// dropout off): `all`. `off` runs both in eval mode, as at evaluation.
-/// `head` keeps the encoder (whose tokens feed the A2V predictor) in eval
-/// mode and the audio head's dropout on, so the audio score the fusion
-/// learns from jitters as a held-out clip's does, without the A2V branch
-/// training on dropped audio tokens. README: "The frozen audio branch's
-/// dropout".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FrozenAudioDropout {
-    #[default]
-    Off,
-    Head,
-    All,
-}
-
-impl FrozenAudioDropout {
-    /// (encoder, head) dropout on, for a training step.
-    pub fn encoder_and_head(self) -> (bool, bool) {
-        match self {
-            Self::Off => (false, false),
-            Self::Head => (false, true),
-            Self::All => (true, true),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for FrozenAudioDropout {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Given {
-            Flag(bool),
-            Name(String),
-        }
-        match Given::deserialize(d)? {
-            Given::Flag(false) => Ok(Self::Off),
-            Given::Flag(true) => Ok(Self::All),
-            Given::Name(n) => match n.as_str() {
-                "off" => Ok(Self::Off),
-                "head" => Ok(Self::Head),
-                "all" => Ok(Self::All),
-                _ => Err(serde::de::Error::custom(format!(
-                    "frozen_audio_dropout: expected off, head, all, true or false, got {n:?}"
-                ))),
-            },
-        }
-    }
-}
-
 impl Default for Stage2Params {
     fn default() -> Self {
         Self {
@@ -461,7 +412,7 @@ impl Default for Stage2Params {
             lambda_align: 0.5,
             margin_align: 0.5,
             augment: Augment::default(),
-            frozen_audio_dropout: FrozenAudioDropout::Off,
+            frozen_audio_dropout: false,
             fusion_refit: None,
         }
     }
@@ -500,34 +451,5 @@ impl Default for BaselineParams {
             noise: false,
             augment: Augment::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dropout_of(v: serde_json::Value) -> Result<FrozenAudioDropout, String> {
-        serde_json::from_value::<Stage2Params>(serde_json::json!({ "frozen_audio_dropout": v }))
-            .map(|p| p.frozen_audio_dropout)
-            .map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn frozen_audio_dropout_reads_the_old_flag_and_the_three_names() {
-        assert_eq!(dropout_of(false.into()), Ok(FrozenAudioDropout::Off));
-        assert_eq!(dropout_of(true.into()), Ok(FrozenAudioDropout::All));
-        assert_eq!(dropout_of("off".into()), Ok(FrozenAudioDropout::Off));
-        assert_eq!(dropout_of("head".into()), Ok(FrozenAudioDropout::Head));
-        assert_eq!(dropout_of("all".into()), Ok(FrozenAudioDropout::All));
-        let err = dropout_of("some".into()).unwrap_err();
-        assert!(err.contains("expected off, head, all"), "{err}");
-        assert_eq!(
-            Stage2Params::default().frozen_audio_dropout,
-            FrozenAudioDropout::Off
-        );
-        assert_eq!(FrozenAudioDropout::Head.encoder_and_head(), (false, true));
-        assert_eq!(FrozenAudioDropout::All.encoder_and_head(), (true, true));
-        assert_eq!(FrozenAudioDropout::Off.encoder_and_head(), (false, false));
     }
 }

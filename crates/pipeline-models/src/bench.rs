@@ -212,7 +212,7 @@ fn stage2_step_ms(p: &Stage2Params, device: Device, b: i64, steps: usize) -> f64
         .repeat([b, 1]);
     let y = alternating(b, device);
     time_steps(&p.recipe, device, &mut opt, steps, || {
-        let o = net.forward(&mel, &clip, Some(&times), true, (false, false));
+        let o = net.forward(&mel, &clip, Some(&times), true, false);
         losses::bce_with_logits(&o.logit_final.to_kind(Kind::Float), &y)
             + losses::align_repel(&o.mismatch_mse.to_kind(Kind::Float), &y, p.margin_align)
                 * p.lambda_align

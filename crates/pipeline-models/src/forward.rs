@@ -216,7 +216,7 @@ pub fn forward(
                 inputs_path.display(),
                 v.n_frames
             );
-            let o = net.forward(&mel, &clip, times, false, (false, false));
+            let o = net.forward(&mel, &clip, times, false, false);
             if let Some(y) = inputs.get("y_video") {
                 let margin = cfg.f64_or("margin_align", 0.5);
                 out.insert(

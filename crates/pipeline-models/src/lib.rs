@@ -20,13 +20,15 @@
 //! parameter (defect 6, [`data::AudioInput`]). Kept on purpose: the baseline's
 //! fusion attention across the batch axis ([`baseline`]).
 //!
-//! Two named switches in the configuration: stage 2's `a2v_mode`
+//! Three named switches in the configuration: stage 2's `a2v_mode`
 //! ([`stage2`]; default `reference`; `time_aligned`, the demo's, takes the A2V
-//! discrepancy over time steps with the audio at the frames' own times), and
+//! discrepancy over time steps with the audio at the frames' own times),
 //! `frozen_audio_dropout` ([`recipes::Stage2Params`]; default off, our
 //! deviation: the frozen stage-1 branch runs in eval mode, where the
-//! reference's `model.train()` keeps its dropout on). README "The demo's
-//! science" has the measurements behind both.
+//! reference's `model.train()` keeps its dropout on), and `fusion_refit`
+//! (default none, the reference's jointly fitted gate; the demo's fits
+//! `conf_net` again on held-out identities, [`recipes::Stage2Phase`]).
+//! README "The demo's science" has the measurements behind all three.
 
 pub mod amp;
 pub mod baseline;

@@ -341,7 +341,7 @@ impl Stage2Task<'_> {
         let (mel, frames, times) = self.inputs(batch, device)?;
         Ok(self
             .net
-            .branches(&mel, &frames, times.as_ref(), train, (false, false)))
+            .branches(&mel, &frames, times.as_ref(), train, false))
     }
 
     fn inputs(&self, batch: &Batch, device: Device) -> Result<(Tensor, Tensor, Option<Tensor>)> {
@@ -364,13 +364,12 @@ impl Stage2Task<'_> {
         train: bool,
     ) -> Result<super::stage2::Stage2Output> {
         let (mel, frames, times) = self.inputs(batch, device)?;
-        let (enc, head) = self.params.frozen_audio_dropout.encoder_and_head();
         Ok(self.net.forward(
             &mel,
             &frames,
             times.as_ref(),
             train,
-            (train && enc, train && head),
+            train && self.params.frozen_audio_dropout,
         ))
     }
 }

@@ -152,17 +152,16 @@ impl AvDetector {
 
     /// `mel [B, n_mels, T]`, `v_clip [B, T, 3, H, W]` (the element layout),
     /// `frame_times [B, T]` (seconds from the window start; `time_aligned`
-    /// needs them). The frozen audio branch never gets gradients; its
-    /// encoder and head run with their dropout on only when `audio_train`
-    /// says so, (encoder, head) (the reference's `model.train()` on the
-    /// whole detector reaches both; see `FrozenAudioDropout`).
+    /// needs them). The frozen audio branch never gets gradients; it runs
+    /// with its dropout on only when `audio_train` (the reference's
+    /// `model.train()` on the whole detector; see `Stage2Params`).
     pub fn forward(
         &self,
         mel: &Tensor,
         v_clip: &Tensor,
         frame_times: Option<&Tensor>,
         train: bool,
-        audio_train: (bool, bool),
+        audio_train: bool,
     ) -> Stage2Output {
         let b = self.branches(mel, v_clip, frame_times, train, audio_train);
         let f = self.fuse(&b, train);
@@ -187,13 +186,13 @@ impl AvDetector {
         v_clip: &Tensor,
         frame_times: Option<&Tensor>,
         train: bool,
-        audio_train: (bool, bool),
+        audio_train: bool,
     ) -> Branches {
         let (audio, logit_audio) = tch::no_grad(|| {
-            let a = self.audio_enc.forward(mel, audio_train.0);
+            let a = self.audio_enc.forward(mel, audio_train);
             let l = self
                 .audio_head
-                .forward(&a.feat, audio_train.1)
+                .forward(&a.feat, audio_train)
                 .squeeze_dim(-1);
             (a, l)
         });
