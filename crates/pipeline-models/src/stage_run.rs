@@ -296,7 +296,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
         return Ok(state);
     };
     // The fusion refit starts from the joint training's kept epoch.
-    load_strict(&mut vs, &CheckpointDir(checkpoints.clone()).best())?;
+    load_strict(&vs, &CheckpointDir(checkpoints.clone()).best())?;
     // What the jointly fitted gate scores, for the refit's gain.
     let joint_val =
         metrics::report(&score_split(&task, &set, &params.recipe, device, Split::Val)?.1);
