@@ -3,36 +3,22 @@
 //! stay small enough for the whole DAG to train on 2 CPU cores in minutes.
 //! Ignored by default (minutes of CPU); run with `--ignored --nocapture`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use pipeline_models::category::ALL;
 use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
-use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
+use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2};
 use pipeline_models::synthetic::{write_elements, SyntheticSpec};
+use support::paths;
 
 fn config(name: &str) -> serde_json::Value {
     let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .join("config/demo")
         .join(name);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
-
-fn paths<'a>(
-    elements: &'a Path,
-    stage1: Option<&'a Path>,
-    out: &'a Path,
-    work: &'a Path,
-) -> StagePaths<'a> {
-    StagePaths {
-        elements,
-        stage1,
-        pretrained: None,
-        out,
-        work,
-        threads: 2,
-        verbose: true,
-    }
 }
 
 #[test]

@@ -4,14 +4,17 @@
 //! the step says what it did, and without a fusion split it refuses with the
 //! parameter to set. Also: every trained stage writes its per-clip scores.
 
+mod support;
+
 use std::path::Path;
 
 use pipeline_models::checkpoint::read_tensors;
 use pipeline_models::data::{ElementSet, Split};
 use pipeline_models::recipes::{Stage1Params, Stage2Params};
-use pipeline_models::stage_run::{parse_params, run_stage1, run_stage2, StagePaths};
+use pipeline_models::stage_run::{parse_params, run_stage1, run_stage2};
 use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 use serde_json::json;
+use support::{paths, tiny_audio};
 
 /// Identities of the training part that move to the fusion split.
 const FUSION_IDS: [&str; 2] = ["id00005", "id00006"];
@@ -47,27 +50,6 @@ fn elements(dir: &Path, with_fusion: bool) {
             .collect();
         std::fs::write(&path, moved).unwrap();
     }
-}
-
-fn paths<'a>(
-    root: &'a Path,
-    stage1: Option<&'a Path>,
-    out: &'a Path,
-    work: &'a Path,
-) -> StagePaths<'a> {
-    StagePaths {
-        elements: root,
-        stage1,
-        pretrained: None,
-        out,
-        work,
-        threads: 2,
-        verbose: true,
-    }
-}
-
-fn tiny_audio() -> serde_json::Value {
-    json!({"d_model": 32, "proj_dim": 16, "layers": 1, "nhead": 2, "dim_feedforward": 64})
 }
 
 fn stage2_params(refit: bool) -> Stage2Params {

@@ -2,14 +2,17 @@
 //! the training loss falls and the test AUC ends above chance; each
 //! stage writes its model, metrics and history.
 
+mod support;
+
 use std::path::Path;
 
 use pipeline_models::checkpoint::read_tensors;
 use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
-use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2, StagePaths};
+use pipeline_models::stage_run::{parse_params, run_baseline, run_stage1, run_stage2};
 use pipeline_models::synthetic::{write_elements, SyntheticSpec};
 use pipeline_models::train::TrainState;
 use serde_json::json;
+use support::{paths, tiny_audio};
 
 /// Torch's random generator is global to the process and the harness runs
 /// tests in parallel threads: one training drawing from it while another
@@ -35,27 +38,6 @@ fn elements(dir: &Path) {
         },
     )
     .unwrap();
-}
-
-fn paths<'a>(
-    root: &'a Path,
-    stage1: Option<&'a Path>,
-    out: &'a Path,
-    work: &'a Path,
-) -> StagePaths<'a> {
-    StagePaths {
-        elements: root,
-        stage1,
-        pretrained: None,
-        out,
-        work,
-        threads: 2,
-        verbose: true,
-    }
-}
-
-fn tiny_audio() -> serde_json::Value {
-    json!({"d_model": 32, "proj_dim": 16, "layers": 1, "nhead": 2, "dim_feedforward": 64})
 }
 
 fn recipe(epochs: usize, lr: f64, batch: usize) -> serde_json::Value {
