@@ -60,7 +60,7 @@ fn stage2_params(refit: bool) -> Stage2Params {
             "a2v_nhead": 2, "a2v_layers": 1, "predictor_dim_feedforward": 64
         },
         "recipe": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "seed": 3, "workers": 1,
-                   "bootstrap_replicates": 50,
+                   "bootstrap_replicates": 50, "report_train": true,
                    "schedule": {"kind": "warmup_cosine", "warmup": 1, "final_factor": 0.1}},
     });
     if refit {
@@ -143,9 +143,47 @@ fn the_refit_changes_only_the_gate_and_reads_the_held_out_identities() {
     assert_eq!(r["joint_epochs_run"], json!(2));
     assert_eq!(m["epochs_run"], json!(3), "{m}");
     assert!(m["test"]["overall"]["final"]["auc"].is_number());
+    assert!(r["joint_test"]["overall"]["final"]["auc"].is_number());
+    // Each epoch's steps tell which clips it trained on: the joint epochs
+    // the training split's, the refit's the fusion split's (batches of 8).
+    let steps = |n: usize| json!(n.div_ceil(8));
+    let train = set.split(Split::Train).len();
+    assert_ne!(
+        steps(train),
+        steps(fusion.len()),
+        "the two splits must differ here"
+    );
+    for rec in r["joint_history"].as_array().unwrap() {
+        assert_eq!(rec["steps"], steps(train), "joint epoch {}", rec["epoch"]);
+    }
+    let history = std::fs::read_to_string(out.join("history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 3);
+    for line in history.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            rec["steps"],
+            steps(fusion.len()),
+            "refit epoch {}",
+            rec["epoch"]
+        );
+    }
+    // `report_train`: the training clips are scored too, in-sample, and the
+    // fusion identities are not among them.
+    assert!(
+        m["train_in_sample"]["overall"]["final"]["auc"].is_number(),
+        "{m}"
+    );
     let s2_scored = scored_splits(&out);
+    let in_sample: Vec<_> = s2_scored
+        .iter()
+        .filter(|(split, _)| split == "train_in_sample")
+        .collect();
+    assert_eq!(in_sample.len(), train);
+    assert!(in_sample
+        .iter()
+        .all(|(_, id)| !FUSION_IDS.contains(&id.as_str())));
     let n_val_test = set.split(Split::Val).len() + set.split(Split::Test).len();
-    assert_eq!(s2_scored.len(), n_val_test);
+    assert_eq!(s2_scored.len(), n_val_test + train);
 }
 
 #[test]
