@@ -1,165 +1,21 @@
 //! Planning: for each stage, is its recorded result still valid, and if not,
 //! why not — in words a person acts on. See `fingerprint` for the rules.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde::Serialize;
 
 use super::dag::Dag;
 use super::envkey::EnvKey;
 use super::fingerprint::Fingerprint;
-use super::params::{self, ParamChange};
+pub use super::fingerprint::Reason;
+use super::params;
 use super::paths::RelPath;
 use super::pipeline::{Action, StageSpec};
 use super::workspace::Workspace;
 use crate::hash::Hashed;
 use crate::store::{StepId, StepRecord};
-
-/// Why a stage must run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum Reason {
-    /// No successful step yet; `last_attempt` tells how the newest attempt ended.
-    NeverRan {
-        last_attempt: Option<String>,
-    },
-    Forced,
-    AlwaysChanged,
-    ParamsChanged {
-        changes: Vec<ParamChange>,
-    },
-    InputChanged {
-        path: String,
-        changed: u64,
-        added: u64,
-        removed: u64,
-        total: u64,
-        is_dir: bool,
-    },
-    InputMissing {
-        path: String,
-    },
-    InputsDeclared {
-        old: Vec<String>,
-        new: Vec<String>,
-    },
-    CodeChanged {
-        old: String,
-        new: String,
-    },
-    CommandChanged {
-        old: String,
-        new: String,
-    },
-    EnvChanged {
-        var: String,
-        old: Option<String>,
-        new: Option<String>,
-    },
-    OutputsDeclared {
-        old: Vec<String>,
-        new: Vec<String>,
-    },
-    OutputMissing {
-        path: String,
-    },
-    OutputModified {
-        path: String,
-    },
-    Upstream {
-        stages: Vec<String>,
-    },
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::NeverRan { last_attempt: None } => write!(f, "never ran"),
-            Reason::NeverRan {
-                last_attempt: Some(a),
-            } => write!(f, "never succeeded: {a}"),
-            Reason::Forced => write!(f, "forced (--force)"),
-            Reason::AlwaysChanged => write!(f, "always_changed is set"),
-            Reason::ParamsChanged { changes } => {
-                let c: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
-                write!(f, "params changed: {}", c.join(", "))
-            }
-            Reason::InputChanged {
-                path,
-                changed,
-                added,
-                removed,
-                total,
-                is_dir,
-            } => {
-                if !*is_dir {
-                    return write!(f, "input {path} changed");
-                }
-                let mut parts = Vec::new();
-                if *changed > 0 {
-                    parts.push(format!("{changed} of {} files changed", group(*total)));
-                }
-                if *added > 0 {
-                    parts.push(format!("{added} added"));
-                }
-                if *removed > 0 {
-                    parts.push(format!("{removed} removed"));
-                }
-                if parts.is_empty() {
-                    write!(f, "input {path} changed")
-                } else {
-                    write!(f, "input {path} changed ({})", parts.join(", "))
-                }
-            }
-            Reason::InputMissing { path } => write!(f, "input {path} is missing"),
-            Reason::InputsDeclared { old, new } => {
-                write!(
-                    f,
-                    "declared inputs changed: [{}] -> [{}]",
-                    old.join(", "),
-                    new.join(", ")
-                )
-            }
-            Reason::CodeChanged { old, new } => write!(f, "code version changed: {old} -> {new}"),
-            Reason::CommandChanged { old, new } => write!(f, "command changed: `{old}` -> `{new}`"),
-            // The store holds keyed hashes, never values: say only what
-            // changed.
-            Reason::EnvChanged { var, old, new } => match (old, new) {
-                (None, Some(_)) => write!(f, "environment {var} changed (was unset)"),
-                (Some(_), None) => write!(f, "environment {var} changed (now unset)"),
-                _ => write!(f, "environment {var} changed"),
-            },
-            Reason::OutputsDeclared { old, new } => {
-                write!(
-                    f,
-                    "declared outputs changed: [{}] -> [{}]",
-                    old.join(", "),
-                    new.join(", ")
-                )
-            }
-            Reason::OutputMissing { path } => write!(f, "output {path} is missing"),
-            Reason::OutputModified { path } => {
-                write!(f, "output {path} was modified after it was written")
-            }
-            Reason::Upstream { stages } => write!(f, "upstream {} runs first", stages.join(", ")),
-        }
-    }
-}
-
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// The verdict on one stage.
 #[derive(Debug, Clone)]
@@ -368,7 +224,7 @@ impl<'a> Planner<'a> {
             }
             Some(last) => {
                 if let Some(fp) = &fp {
-                    reasons.extend(self.compare(spec, last, fp, &inputs).await?);
+                    reasons.extend(self.compare(last, fp, &inputs).await?);
                 } else {
                     reasons.extend(self.compare_partial(spec, last, &params));
                 }
@@ -397,33 +253,25 @@ impl<'a> Planner<'a> {
         last: &StepRecord,
         params: &serde_json::Value,
     ) -> Vec<Reason> {
-        let mut r = Vec::new();
-        let old: serde_json::Value = serde_json::from_str(&last.params_json).unwrap_or_default();
-        let changes = params::diff(&old, params);
-        if !changes.is_empty() {
-            r.push(Reason::ParamsChanged { changes });
-        }
-        let (code, cmd) = code_of(spec);
-        if last.code_version != code {
-            r.push(Reason::CodeChanged {
-                old: last.code_version.clone(),
-                new: code,
-            });
-        }
-        if let (Some(old), Some(new)) = (&last.command, &cmd) {
-            if old != new {
-                r.push(Reason::CommandChanged {
-                    old: old.clone(),
-                    new: new.clone(),
-                });
-            }
-        }
-        r
+        let (code_version, command) = code_of(spec);
+        let now = Fingerprint {
+            stage: spec.name.clone(),
+            kind: spec.kind_name().to_string(),
+            code_version,
+            command,
+            params: params.clone(),
+            inputs: Vec::new(),
+            outs: Vec::new(),
+            env: Default::default(),
+        };
+        now.compare_code_and_params(&Fingerprint::recorded(last, &[], &self.ws.env_key))
     }
 
+    /// Why `fp` differs from the fingerprint `last` was recorded with:
+    /// [`Fingerprint::compare`], with each changed folder's files counted
+    /// against the recorded tree.
     async fn compare(
         &self,
-        spec: &StageSpec,
         last: &StepRecord,
         fp: &Fingerprint,
         inputs: &[(String, RelPath, Arc<Hashed>)],
@@ -431,86 +279,48 @@ impl<'a> Planner<'a> {
         if last.fingerprint == fp.key() || last.fingerprint == legacy_key(fp) {
             return Ok(Vec::new());
         }
-        let mut r = self.compare_partial(spec, last, &fp.params);
         let old_inputs = self.ws.store.step_inputs(last.id).await?;
-        let old_names: Vec<String> = old_inputs.iter().map(|p| p.artifact.path.clone()).collect();
-        let mut new_names: Vec<String> = inputs.iter().map(|(_, p, _)| p.to_string()).collect();
-        new_names.sort();
-        let mut old_sorted = old_names.clone();
-        old_sorted.sort();
-        if old_sorted != new_names {
-            r.push(Reason::InputsDeclared {
-                old: old_sorted,
-                new: new_names,
-            });
-        }
-        for (name, path, h) in inputs {
-            let Some(old) = old_inputs.iter().find(|p| p.name == *name) else {
-                continue;
-            };
-            let new_hash = h.hash.to_hex();
-            if old.artifact.hash == new_hash.as_str() {
-                continue;
-            }
-            let (mut changed, mut added, mut removed) = (0, 0, 0);
-            if h.is_dir && old.artifact.is_dir {
-                if let Some(tree) = self.ws.store.tree(&old.artifact.hash).await? {
-                    let old_map: HashMap<&str, &blake3::Hash> =
-                        tree.iter().map(|t| (t.rel.as_str(), &t.hash)).collect();
-                    for e in &h.entries {
-                        match old_map.get(e.rel.as_str()) {
-                            None => added += 1,
-                            Some(oh) if **oh != e.hash => changed += 1,
-                            _ => {}
-                        }
-                    }
-                    let new_set: std::collections::HashSet<&str> =
-                        h.entries.iter().map(|e| e.rel.as_str()).collect();
-                    removed = tree
-                        .iter()
-                        .filter(|t| !new_set.contains(t.rel.as_str()))
-                        .count() as u64;
-                }
-            }
-            r.push(Reason::InputChanged {
-                path: path.to_string(),
+        let old = Fingerprint::recorded(last, &old_inputs, &self.ws.env_key);
+        let mut r = fp.compare(&old);
+        for reason in &mut r {
+            let Reason::InputChanged {
+                path,
                 changed,
                 added,
                 removed,
-                total: h.file_count(),
-                is_dir: h.is_dir,
-            });
-        }
-        let old_env: BTreeMap<String, Option<String>> =
-            serde_json::from_str(&last.env_json).unwrap_or_default();
-        for (var, new) in &fp.env {
-            let old = old_env
-                .get(var)
-                .cloned()
-                .flatten()
-                .map(|v| self.ws.env_key.as_digest(&v));
-            if old != *new {
-                r.push(Reason::EnvChanged {
-                    var: var.clone(),
-                    old,
-                    new: new.clone(),
-                });
+                total,
+                is_dir,
+            } = reason
+            else {
+                continue;
+            };
+            let Some((_, _, h)) = inputs.iter().find(|(_, p, _)| p.as_str() == path) else {
+                continue;
+            };
+            (*total, *is_dir) = (h.file_count(), h.is_dir);
+            let Some(old) = old_inputs.iter().find(|o| o.artifact.path == *path) else {
+                continue;
+            };
+            if !(h.is_dir && old.artifact.is_dir) {
+                continue;
             }
-        }
-        let old_outs: Vec<(String, String)> =
-            serde_json::from_str(&last.outs_json).unwrap_or_default();
-        if old_outs != fp.outs {
-            r.push(Reason::OutputsDeclared {
-                old: old_outs.into_iter().map(|o| o.1).collect(),
-                new: fp.outs.iter().map(|o| o.1.clone()).collect(),
-            });
-        }
-        if r.is_empty() {
-            // Keys differ but no component we can name does: the stage's identity changed.
-            r.push(Reason::CodeChanged {
-                old: last.fingerprint[..12].to_string(),
-                new: fp.key()[..12].to_string(),
-            });
+            if let Some(tree) = self.ws.store.tree(&old.artifact.hash).await? {
+                let old_map: HashMap<&str, &blake3::Hash> =
+                    tree.iter().map(|t| (t.rel.as_str(), &t.hash)).collect();
+                for e in &h.entries {
+                    match old_map.get(e.rel.as_str()) {
+                        None => *added += 1,
+                        Some(oh) if **oh != e.hash => *changed += 1,
+                        _ => {}
+                    }
+                }
+                let new_set: std::collections::HashSet<&str> =
+                    h.entries.iter().map(|e| e.rel.as_str()).collect();
+                *removed = tree
+                    .iter()
+                    .filter(|t| !new_set.contains(t.rel.as_str()))
+                    .count() as u64;
+            }
         }
         Ok(r)
     }
