@@ -4,13 +4,15 @@
 //! Data flows one way: YAML -> [`engine::pipeline::Pipeline`] -> [`engine::dag::Dag`]
 //! -> [`engine::plan::Plan`] -> jobs ([`exec`]) -> results -> [`store`].
 //!
-//! Layers, top to bottom: `cli` (in the binary), [`engine`], [`exec`], [`stages`],
-//! [`store`], [`hash`]; the FFmpeg module `media` sits behind the cargo feature
-//! of that name. The libtorch models live in the `pipeline-models` crate, whose
-//! program `pipeline-worker` runs the model stage kinds: this crate never links
-//! libtorch, so `pipeline` starts in milliseconds.
+//! Layers, top to bottom: `cli` (in the binary), [`engine`], [`exec`], [`stages`]
+//! (the contract, the table of kinds and their parameter types),
+//! [`elementset`], [`store`], [`hash`]. The kinds themselves live in two
+//! crates that build on this library: `pipeline-media` (FFmpeg; the media
+//! kinds) and `pipeline-models` (libtorch; the model kinds), each with its
+//! own program, to which `pipeline exec-step` hands a step. This crate links neither, so `pipeline` starts in milliseconds.
 
 pub mod auc;
+pub mod elementset;
 pub mod engine;
 pub mod exec;
 pub mod hash;
@@ -18,6 +20,3 @@ pub mod rng;
 pub mod stages;
 pub mod store;
 pub mod util;
-
-#[cfg(feature = "media")]
-pub mod media;

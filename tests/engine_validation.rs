@@ -106,23 +106,38 @@ fn unknown_stage_in_until_lists_the_stages() {
 }
 
 #[test]
-fn a_model_kind_without_the_worker_beside_pipeline_fails_its_step_saying_so() {
-    // `pipeline` alone, in a folder without `pipeline-worker`.
+fn a_kind_without_its_program_beside_pipeline_fails_its_step_saying_so() {
+    // `pipeline` alone, in a folder without `pipeline-worker` or `pipeline-media`.
     let bin = tempfile::tempdir().unwrap();
     let exe = bin.path().join("pipeline");
     std::fs::copy(common::pipeline_exe(), &exe).unwrap();
-    let ws = Ws::new("stages:\n  a:\n    kind: stage2\n    params: {}\n    outs: {model: m}\n");
-    let run = |args: &[&str]| common::run_program(&exe, ws.root(), args);
-    let (ok, out) = run(&["run"]);
-    assert!(!ok, "{out}");
-    let (_, log) = run(&["log", "a"]);
-    assert!(
-        log.contains(
-            "stage kind stage2: the model kinds run in pipeline-worker, which is not beside"
-        ),
-        "{log}"
-    );
-    assert_eq!(ws.status()[0].1, "stale", "nothing recorded as done");
+    // The demo's synth parameters, inline (JSON is YAML).
+    let synth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/demo/synth.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let synth = synth.to_string();
+    for (kind, program, params, outs) in [
+        ("stage2", "pipeline-worker", "{}", "{model: m}"),
+        ("synth", "pipeline-media", synth.as_str(), "{fakeavceleb: f, vox2: v}"),
+    ] {
+        let ws = Ws::new(&format!(
+            "stages:\n  a:\n    kind: {kind}\n    params: {params}\n    outs: {outs}\n"
+        ));
+        let run = |args: &[&str]| common::run_program(&exe, ws.root(), args);
+        let (ok, out) = run(&["run"]);
+        assert!(!ok, "{out}");
+        let (_, log) = run(&["log", "a"]);
+        assert!(
+            log.contains(&format!("stage kind {kind}: {program} is not beside")),
+            "{out}\n{log}"
+        );
+        assert_eq!(ws.status()[0].1, "stale", "nothing recorded as done");
+    }
 }
 
 #[test]

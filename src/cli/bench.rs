@@ -30,9 +30,14 @@ enum What {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
-    /// Element extraction: clips per second beside the ffmpeg CLI's decode floor.
-    #[cfg(feature = "media")]
-    Elements(pipeline::stages::elements_bench::BenchElementsArgs),
+    /// Element extraction: clips per second beside the ffmpeg CLI's decode
+    /// floor (`bench elements --help`; runs in pipeline-media).
+    #[command(disable_help_flag = true)]
+    Elements {
+        /// The arguments of `bench elements` (see `bench elements --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// No-op `pipeline status` over outputs holding N files of 1 KiB.
     Status {
         /// How many files of 1 KiB the outputs hold.
@@ -82,13 +87,8 @@ enum Layout {
 
 pub async fn run(a: &BenchArgs, workspace: &Path, file: &Path, profile: &str) -> Result<i32> {
     match &a.what {
-        What::Models { args } => {
-            let mut all = vec!["bench".into(), "models".into()];
-            all.extend(args.iter().cloned());
-            Err(pipeline::exec::step::exec_worker(&all))
-        }
-        #[cfg(feature = "media")]
-        What::Elements(e) => pipeline::stages::elements_bench::run(e.clone()).map(|_| 0),
+        What::Models { args } => Err(bench_in("pipeline-worker", "models", args)),
+        What::Elements { args } => Err(bench_in("pipeline-media", "elements", args)),
         What::Status {
             files,
             repeat,
@@ -107,6 +107,13 @@ pub async fn run(a: &BenchArgs, workspace: &Path, file: &Path, profile: &str) ->
             bench_startup(*repeat, workspace, file, profile, artifact)
         }
     }
+}
+
+/// Replaces this process with `program bench what ARGS`.
+fn bench_in(program: &str, what: &str, args: &[std::ffi::OsString]) -> anyhow::Error {
+    let mut all = vec![std::ffi::OsString::from(what)];
+    all.extend(args.iter().cloned());
+    super::forward(program, "bench", &all)
 }
 
 /// Runs `exe args` once; returns its wall seconds and peak RSS in MiB.

@@ -98,9 +98,14 @@ enum Cmd {
     },
     /// Print benchmark numbers.
     Bench(bench::BenchArgs),
-    /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter).
-    #[cfg(feature = "media")]
-    VcStandin(pipeline::stages::vc_standin::VcStandinArgs),
+    /// Convert a voice as Seed-VC's CLI does (the demo's stand-in converter;
+    /// `vc-standin --help`, runs in pipeline-media).
+    #[command(disable_help_flag = true)]
+    VcStandin {
+        /// The converter's arguments (see `vc-standin --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Run the networks directly (parity checks at any size): `model forward
     /// --help` (runs in pipeline-worker).
     #[command(disable_help_flag = true)]
@@ -113,11 +118,12 @@ enum Cmd {
     /// that runs each.
     #[command(hide = true)]
     Kinds,
-    /// Look at element files.
-    #[cfg(feature = "media")]
+    /// Look at element files: `elements inspect --help` (runs in pipeline-media).
+    #[command(disable_help_flag = true)]
     Elements {
-        #[command(subcommand)]
-        cmd: pipeline::stages::elements_inspect::ElementsCommand,
+        /// The elements command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Run one step as a job (what executors call; not for people).
     #[command(hide = true)]
@@ -200,7 +206,6 @@ const WITHOUT_GLOBALS: &[&[&str]] = &[
     &["vc-standin"],
     &["model"],
     &["elements"],
-    &["elements", "inspect"],
     &["bench", "models"],
     &["bench", "elements"],
     &["bench", "status"],
@@ -282,7 +287,7 @@ pub fn main() -> i32 {
             workspace,
             StepId(*step),
             *shard,
-            pipeline::stages::registry,
+            pipeline::exec::step::no_kinds,
         ) {
             Ok(code) => code,
             Err(e) => {
@@ -477,11 +482,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Bench(a) => bench::run(a, &cli.workspace, &cli.file, &cli.profile).await,
-        Cmd::Model { args } => {
-            let mut all = vec![std::ffi::OsString::from("model")];
-            all.extend(args.iter().cloned());
-            Err(pipeline::exec::step::exec_worker(&all))
-        }
+        Cmd::Model { args } => Err(forward("pipeline-worker", "model", args)),
+        Cmd::VcStandin { args } => Err(forward("pipeline-media", "vc-standin", args)),
+        Cmd::Elements { args } => Err(forward("pipeline-media", "elements", args)),
         Cmd::Kinds => {
             let rows: Vec<_> = pipeline::stages::KINDS
                 .iter()
@@ -496,12 +499,16 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             Ok(0)
         }
-        #[cfg(feature = "media")]
-        Cmd::VcStandin(a) => pipeline::stages::vc_standin::run(a.clone()).map(|_| 0),
-        #[cfg(feature = "media")]
-        Cmd::Elements { cmd } => cmd.clone().run().map(|_| 0),
         Cmd::ExecStep { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// Replaces this process with `program command ARGS` (the commands that
+/// run in `pipeline-media` or `pipeline-worker`); returns only when that fails.
+pub(crate) fn forward(program: &str, command: &str, args: &[std::ffi::OsString]) -> anyhow::Error {
+    let mut all = vec![std::ffi::OsString::from(command)];
+    all.extend(args.iter().cloned());
+    pipeline::exec::step::exec_program(program, &all)
 }
 
 async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {

@@ -20,7 +20,7 @@ use super::job::{
 };
 use super::redact;
 use crate::hash::{self, statcache};
-use crate::stages::{self, Home, Stage, StageContext};
+use crate::stages::{self, Stage, StageContext};
 use crate::store::StepId;
 use crate::util::{hostname, now_ms, write_atomic};
 
@@ -33,18 +33,21 @@ extern "C" fn on_usr1(_: libc::c_int) {
     END_WARNING.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The built-in kinds a program implements: `pipeline`'s media kinds
-/// ([`stages::registry`]) or `pipeline-worker`'s model kinds.
+/// The built-in kinds a program implements: `pipeline-media`'s media kinds,
+/// `pipeline-worker`'s model kinds, none for `pipeline` itself.
 pub type Registry = fn() -> Vec<Box<dyn Stage>>;
 
-/// The program that runs the model kinds, beside this one.
-pub const WORKER: &str = "pipeline-worker";
+/// `pipeline`'s own registry: the engine implements no kind itself.
+pub fn no_kinds() -> Vec<Box<dyn Stage>> {
+    Vec::new()
+}
 
 /// Runs step `id` of the workspace at `root` (or only its shard `shard`);
 /// returns the process exit code. Everything the job writes passes the
-/// secret filter ([`redact`]). A step of a kind that `registry` lacks and
-/// that `pipeline-worker` implements is handed over to it: this process
-/// becomes the worker (the same pid, log and Slurm job).
+/// secret filter ([`redact`]). A step of a kind that `registry` lacks is
+/// handed over to the program of its kind (`pipeline-media`,
+/// `pipeline-worker`): this process becomes that program (the same pid, log
+/// and Slurm job).
 pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) -> Result<i32> {
     let handover = hand_over(root, id, shard, registry).err();
     let capture = redact::capture();
@@ -54,8 +57,9 @@ pub fn exec_step(root: &Path, id: StepId, shard: Option<u32>, registry: Registry
     result.map_err(|e| anyhow::anyhow!(redactor.text(&format!("{e:#}"))))
 }
 
-/// Execs `pipeline-worker exec-step` for a step of a worker kind; returns
-/// `Ok` for any other step (and never returns when the hand-over works).
+/// Execs `PROGRAM exec-step` for a step of a kind that another program runs;
+/// returns `Ok` for any other step (and never returns when the hand-over
+/// works).
 fn hand_over(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) -> Result<()> {
     let Ok(job) = read_job(&step_dir(root, id)) else {
         return Ok(()); // told with the step's own error below
@@ -63,8 +67,10 @@ fn hand_over(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) ->
     let JobAction::Builtin { kind } = &job.action else {
         return Ok(());
     };
-    let home = stages::kind_info(kind).map(|k| k.home);
-    if home != Some(Home::Worker) || registry().iter().any(|s| s.kind() == kind) {
+    let Some(program) = stages::kind_info(kind).and_then(|k| k.home.program()) else {
+        return Ok(());
+    };
+    if registry().iter().any(|s| s.kind() == kind) {
         return Ok(());
     }
     let mut args: Vec<std::ffi::OsString> =
@@ -72,34 +78,41 @@ fn hand_over(root: &Path, id: StepId, shard: Option<u32>, registry: Registry) ->
     if let Some(i) = shard {
         args.extend(["--shard".into(), i.to_string().into()]);
     }
-    Err(exec_worker(&args).context(format!("stage kind {kind}")))
+    Err(exec_program(program, &args).context(format!("stage kind {kind}")))
 }
 
-/// `pipeline-worker` beside this program, or why it cannot be used.
-pub fn worker_exe() -> Result<PathBuf> {
+/// `program` (`pipeline-media`, `pipeline-worker`) beside this program, or
+/// why it cannot be used.
+pub fn program_exe(program: &str) -> Result<PathBuf> {
     let me = std::env::current_exe().context("finding this program")?;
-    let worker = me.with_file_name(WORKER);
-    if !worker.is_file() {
+    let exe = me.with_file_name(program);
+    if !exe.is_file() {
         bail!(
-            "the model kinds run in {WORKER}, which is not beside {}: build both programs \
-             (`cargo build --release --workspace`; scripts/demo.sh does)",
+            "{program} is not beside {}: build every program of the workspace              (`cargo build --release --workspace`; scripts/demo.sh does)",
             me.display()
         );
     }
-    Ok(worker)
+    Ok(exe)
 }
 
-/// Replaces this process with `pipeline-worker ARGS` (the model commands);
-/// returns only when that fails.
-pub fn exec_worker(args: &[std::ffi::OsString]) -> anyhow::Error {
+/// Replaces this process with `program ARGS`; returns only when that fails.
+pub fn exec_program(program: &str, args: &[std::ffi::OsString]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    match worker_exe() {
+    match program_exe(program) {
         Ok(w) => {
             let e = Command::new(&w).args(args).exec();
             anyhow::Error::new(e).context(format!("starting {}", w.display()))
         }
         Err(e) => e,
     }
+}
+
+/// This program's file name, for messages.
+fn program_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "this program".into())
 }
 
 fn exec_step_inner(
@@ -271,9 +284,10 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec, registry: Registry) -> Result
                 if r.code_version != mine {
                     bail!(
                         "this program implements {mine} but the step was planned as {}: \
-                         pipeline and {WORKER} come from different builds; rebuild both \
+                         pipeline and {} come from different builds; rebuild them all \
                          (`cargo build --release --workspace`)",
-                        r.code_version
+                        r.code_version,
+                        program_name()
                     );
                 }
             }

@@ -46,9 +46,20 @@ impl Category {
         }
     }
 
-    /// Stage 2's target: 0 for RVRA, 1 for every fake category.
+    /// The category whose folder is `name`.
+    pub fn from_folder(name: &str) -> Option<Self> {
+        ALL.into_iter().find(|c| c.folder() == name)
+    }
+
+    /// Stage 2's target (the reference's video label): 0 for RVRA, 1 for
+    /// every fake category.
     pub fn y_video(self) -> bool {
         self != Self::Rvra
+    }
+
+    /// Every category with fake audio.
+    pub fn audio_fake(self) -> bool {
+        !matches!(self, Self::Rvra | Self::Fvra)
     }
 
     /// Stage 1's ordinal label (RVRA 0 < RVFA-SVC 1 < RVFA-VC 2 < RVFA 3), or
@@ -73,14 +84,11 @@ impl fmt::Display for Category {
 impl FromStr for Category {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        ALL.iter()
-            .copied()
-            .find(|c| c.folder() == s)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown category '{s}' (known: {})",
-                    ALL.map(|c| c.folder()).join(", ")
-                )
-            })
+        Self::from_folder(s).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown category '{s}' (known: {})",
+                ALL.map(|c| c.folder()).join(", ")
+            )
+        })
     }
 }

@@ -5,11 +5,16 @@
 //! staging paths the engine hands it, and never touches the store. The engine
 //! moves the staged outputs into place and records them.
 //!
-//! [`KINDS`] is the one table of every kind and its code version, compiled into
-//! every build. The media kinds are implemented here; the model kinds (stage1,
-//! stage2, baseline, stage2_sweep) in the `pipeline-models` crate, whose
-//! `pipeline-worker` program links libtorch: `pipeline exec-step` hands a step
-//! of such a kind over to it ([`crate::exec::step`]).
+//! [`KINDS`] is the one table of every kind, its code version and the program
+//! that runs it, compiled into every build. This crate holds the contract
+//! ([`Stage`], [`StageContext`]), the kinds' parameter types (checked at plan
+//! time) and the item bookkeeping they share; the kinds themselves live below
+//! the engine's CLI in two crates of their own: the media kinds (synth,
+//! seedvc, elements, shortcut_audit) in `pipeline-media`, whose program links
+//! FFmpeg, and the model kinds (stage1, stage2, baseline, stage2_sweep) in
+//! `pipeline-models`, whose `pipeline-worker` links libtorch. `pipeline
+//! exec-step` hands a step over to the kind's program
+//! ([`crate::exec::step`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,32 +23,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-#[cfg(feature = "media")]
-pub mod audit;
 pub mod category;
-#[cfg(feature = "media")]
-pub mod corpus;
-#[cfg(feature = "media")]
-pub mod elements;
-#[cfg(feature = "media")]
-pub mod elements_bench;
-#[cfg(feature = "media")]
-pub mod elements_inspect;
 pub mod grid;
 pub mod items;
 pub mod media_params;
 pub mod model_params;
 pub mod progress;
-#[cfg(feature = "media")]
-pub mod seedvc;
-#[cfg(feature = "media")]
-pub mod synth;
-#[cfg(feature = "media")]
-mod synth_face;
-#[cfg(feature = "media")]
-mod synth_voice;
-#[cfg(feature = "media")]
-pub mod vc_standin;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
@@ -167,8 +152,7 @@ fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
 
 /// Checks the parameters of a step of built-in `kind` as its program will
 /// read them, so that `status` and `run --dry-run` report a bad one before
-/// anything runs. Kinds this build cannot check (the media kinds without the
-/// `media` feature, the kinds not implemented yet) pass.
+/// anything runs. The kinds not implemented yet pass.
 pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
     use model_params::{BaselineParams, Stage1Params, Stage2Params};
     match kind {
@@ -215,8 +199,8 @@ pub mod versions {
 /// Which program runs a kind's steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Home {
-    /// `pipeline` itself (the media kinds).
-    Engine,
+    /// `pipeline-media`, which links FFmpeg (the media kinds).
+    Media,
     /// `pipeline-worker`, which links libtorch (the model kinds).
     Worker,
     /// No program yet: a step of it fails with "not implemented yet".
@@ -245,14 +229,14 @@ const fn kind(name: &'static str, version: u32, home: Home) -> KindInfo {
 pub const KINDS: &[KindInfo] = &[
     kind("download", versions::NONE, Home::Unimplemented),
     kind("voxceleb_subset", versions::NONE, Home::Unimplemented),
-    kind("synth", versions::SYNTH, Home::Engine),
-    kind("seedvc", versions::SEEDVC, Home::Engine),
-    kind("elements", versions::ELEMENTS, Home::Engine),
+    kind("synth", versions::SYNTH, Home::Media),
+    kind("seedvc", versions::SEEDVC, Home::Media),
+    kind("elements", versions::ELEMENTS, Home::Media),
     kind("baseline", versions::BASELINE, Home::Worker),
     kind("stage1", versions::STAGE1, Home::Worker),
     kind("stage2", versions::STAGE2, Home::Worker),
     kind("stage2_sweep", versions::STAGE2_SWEEP, Home::Worker),
-    kind("shortcut_audit", versions::SHORTCUT_AUDIT, Home::Engine),
+    kind("shortcut_audit", versions::SHORTCUT_AUDIT, Home::Media),
     kind("report", versions::NONE, Home::Unimplemented),
 ];
 
@@ -278,34 +262,28 @@ pub fn shards_from_params(kind: &str, params: &serde_json::Value) -> Result<Opti
     Ok((n > 1).then_some(n as u32))
 }
 
-/// The media kinds this build of `pipeline` implements.
-pub fn registry() -> Vec<Box<dyn Stage>> {
-    #[allow(unused_mut)]
-    let mut v: Vec<Box<dyn Stage>> = Vec::new();
-    #[cfg(feature = "media")]
-    {
-        v.push(Box::new(elements::Elements));
-        v.push(Box::new(synth::Synth));
-        v.push(Box::new(seedvc::SeedVc));
-        v.push(Box::new(audit::ShortcutAudit));
+impl Home {
+    /// The program's file name, beside `pipeline`; `None` for no program.
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            Home::Media => Some("pipeline-media"),
+            Home::Worker => Some("pipeline-worker"),
+            Home::Unimplemented => None,
+        }
     }
-    v
 }
 
-/// Finds the implementation of `kind` among `registry`, or says why there is
-/// none.
+/// Finds the implementation of `kind` among `registry` (a program's own
+/// kinds), or says why there is none.
 pub fn lookup(registry: Vec<Box<dyn Stage>>, kind: &str) -> Result<Box<dyn Stage>> {
     if let Some(s) = registry.into_iter().find(|s| s.kind() == kind) {
         return Ok(s);
     }
     match kind_info(kind).map(|k| k.home) {
         Some(Home::Unimplemented) => bail!("stage kind {kind} is not implemented yet"),
-        Some(Home::Worker) => {
-            bail!("stage kind {kind} runs in pipeline-worker, not in this program")
-        }
-        Some(Home::Engine) => bail!(
-            "stage kind {kind} is not in this build of pipeline (it was built without the \
-             `media` feature)"
+        Some(home) => bail!(
+            "stage kind {kind} runs in {}, not in this program",
+            home.program().unwrap_or("no program")
         ),
         None => bail!(
             "unknown stage kind '{kind}' (known kinds: {})",
@@ -317,17 +295,6 @@ pub fn lookup(registry: Vec<Box<dyn Stage>>, kind: &str) -> Result<Box<dyn Stage
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_kind_this_program_implements_is_an_engine_kind_at_the_tables_version() {
-        for s in registry() {
-            let k = kind_info(s.kind()).expect("in the table");
-            assert_eq!(k.home, Home::Engine, "{}", k.name);
-            assert_eq!(s.version(), k.version, "{}", k.name);
-        }
-        #[cfg(feature = "media")]
-        assert_eq!(registry().len(), 4);
-    }
 
     #[test]
     fn a_partial_recipe_keeps_the_stages_own_defaults() {
@@ -439,10 +406,14 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_kind_is_refused_here_with_where_it_runs() {
-        let e = lookup(registry(), "stage2").err().unwrap().to_string();
-        assert!(e.contains("pipeline-worker"), "{e}");
-        let e = lookup(registry(), "nosuch").err().unwrap().to_string();
+    fn a_kind_is_refused_here_with_where_it_runs() {
+        let e = lookup(Vec::new(), "stage2").err().unwrap().to_string();
+        assert!(e.contains("runs in pipeline-worker"), "{e}");
+        let e = lookup(Vec::new(), "synth").err().unwrap().to_string();
+        assert!(e.contains("runs in pipeline-media"), "{e}");
+        let e = lookup(Vec::new(), "report").err().unwrap().to_string();
+        assert!(e.contains("not implemented yet"), "{e}");
+        let e = lookup(Vec::new(), "nosuch").err().unwrap().to_string();
         assert!(e.contains("unknown stage kind"), "{e}");
     }
 }

@@ -5,19 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `pipeline` binary under test. This module serves the tests of both
-/// packages: the engine's own (which cargo hands the path) and the worker's,
-/// whose `pipeline` is the one built beside `pipeline-worker` in the same
-/// target folder (`cargo test --workspace` builds both).
+/// The `pipeline` binary under test. This module serves the tests of every
+/// package: the engine's own (which cargo hands the path) and those of the
+/// worker and the media crates, whose `pipeline` is the one built beside
+/// their program in the same target folder (`cargo test --workspace` builds
+/// them all).
 pub fn pipeline_exe() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_pipeline") {
         return PathBuf::from(p);
     }
-    let Some(worker) = option_env!("CARGO_BIN_EXE_pipeline-worker") else {
-        panic!("tests/common serves the tests of pipeline and pipeline-models only");
+    let Some(beside) = option_env!("CARGO_BIN_EXE_pipeline-worker")
+        .or(option_env!("CARGO_BIN_EXE_pipeline-media"))
+    else {
+        panic!("tests/common serves the tests of the workspace's packages only");
     };
-    let worker = PathBuf::from(worker);
-    let exe = worker.with_file_name("pipeline");
+    let exe = PathBuf::from(beside).with_file_name("pipeline");
     assert!(
         exe.exists(),
         "{} is missing: run the worker's tests with `cargo test --workspace`, which builds it",

@@ -2,12 +2,11 @@
 //! with FakeAVCeleb's known shortcut planted (0.3 s of silence at the start of
 //! every FakeVideo-RealAudio clip). The audit must find it, score it, and fail
 //! the stage when told to.
-#![cfg(feature = "media")]
 
 use std::path::{Path, PathBuf};
 
-use pipeline::media::decode::{decode_audio_mono, probe};
-use pipeline::media::mux::mux_audio;
+use pipeline_media::media::decode::{decode_audio_mono, probe};
+use pipeline_media::media::mux::mux_audio;
 use serde_json::{json, Value};
 
 mod media_common;

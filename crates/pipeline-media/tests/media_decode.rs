@@ -1,12 +1,11 @@
 //! Decoding, resampling and frame extraction against the `ffmpeg` CLI as an
 //! oracle, on clips the CLI makes: several codecs and containers, stereo
 //! 44.1 kHz and mono 48 kHz audio, odd frame sizes, a variable frame rate.
-#![cfg(feature = "media")]
 
 mod media_common;
 
 use media_common::{ffmpeg, ffmpeg_stdout, require_ffmpeg};
-use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
+use pipeline_media::media::decode::{decode_audio_mono, decode_frames, probe};
 
 struct Clip {
     name: &'static str,
@@ -292,7 +291,7 @@ fn one_pass_clip_decoding_equals_the_separate_decoders() {
     for clip in CLIPS {
         let path = make(dir.path(), clip);
         let idx = vec![3usize, 3, 20, 44, 71];
-        let one = pipeline::media::decode::decode_clip(&path, 16_000, Some((40, 30)), |v| {
+        let one = pipeline_media::media::decode::decode_clip(&path, 16_000, Some((40, 30)), |v| {
             assert!(v.frames >= 72, "{}", clip.name);
             Ok(idx.clone())
         })

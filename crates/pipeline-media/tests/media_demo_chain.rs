@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use clap::Parser;
-use pipeline::stages::vc_standin::{run as vc_standin, VcStandinArgs};
+use pipeline_media::stages::vc_standin::{run as vc_standin, VcStandinArgs};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -18,7 +18,8 @@ struct StandIn {
 }
 
 fn profile(stage: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/demo/{stage}.json"));
+    let p = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join(format!("config/demo/{stage}.json"));
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 

@@ -1,7 +1,6 @@
 //! The elements stage run directly with a hand-built StageContext on clips
 //! the `ffmpeg` CLI makes: outputs, determinism, the per-item memo, shards,
 //! the identity-disjoint split, and every kind of bad media.
-#![cfg(feature = "media")]
 
 mod media_common;
 
@@ -108,7 +107,7 @@ impl Run {
             shard,
             threads: 2,
         };
-        lookup(pipeline::stages::registry(), "elements")
+        lookup(pipeline_media::stages::registry(), "elements")
             .unwrap()
             .run(&ctx)
     }
@@ -211,12 +210,14 @@ fn writes_shards_and_manifest_deterministically_with_a_disjoint_split() {
     // `elements inspect` writes what the model sees for a clip.
     let shown = a.ws.path().join("inspect");
     let key = rows[5]["key"].as_str().unwrap().to_string();
-    pipeline::stages::elements_inspect::run(pipeline::stages::elements_inspect::InspectArgs {
-        elements: out_a.clone(),
-        key: Some(key),
-        row: 0,
-        out: shown.clone(),
-    })
+    pipeline_media::stages::elements_inspect::run(
+        pipeline_media::stages::elements_inspect::InspectArgs {
+            elements: out_a.clone(),
+            key: Some(key),
+            row: 0,
+            out: shown.clone(),
+        },
+    )
     .unwrap();
     for (name, w, h) in [
         ("frame_00.png", 32, 32),

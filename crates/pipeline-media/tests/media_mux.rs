@@ -1,12 +1,11 @@
 //! Muxing a new audio track onto a video: the video stream is copied, the
 //! audio becomes AAC, and the shorter stream decides the length.
-#![cfg(feature = "media")]
 
 mod media_common;
 
 use media_common::{ffmpeg, require_ffmpeg};
-use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
-use pipeline::media::mux::mux_audio;
+use pipeline_media::media::decode::{decode_audio_mono, decode_frames, probe};
+use pipeline_media::media::mux::mux_audio;
 
 fn tone(seconds: f64, rate: u32) -> Vec<f32> {
     (0..(seconds * f64::from(rate)) as usize)

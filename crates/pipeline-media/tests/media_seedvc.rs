@@ -1,15 +1,14 @@
 //! The seedvc stage with small scripts standing in for Seed-VC (one that
 //! writes Seed-VC's output names, one that fails, one that writes nothing),
 //! and the built-in stand-in converter.
-#![cfg(feature = "media")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
-use pipeline::stages::corpus::scan;
-use pipeline::stages::seedvc::extract_source_wav;
-use pipeline::stages::vc_standin::{run as vc_standin, VcStandinArgs};
+use pipeline_media::media::decode::{decode_audio_mono, decode_frames, probe};
+use pipeline_media::stages::corpus::scan;
+use pipeline_media::stages::seedvc::extract_source_wav;
+use pipeline_media::stages::vc_standin::{run as vc_standin, VcStandinArgs};
 use serde_json::{json, Value};
 
 mod media_common;
@@ -113,7 +112,7 @@ fn a_seedvc_v2_script_gives_both_trees_muxed_on_the_original_video() {
     let rvra = scan(&ws.fake)
         .unwrap()
         .into_iter()
-        .filter(|v| v.category.dir() == "RealVideo-RealAudio")
+        .filter(|v| v.category.folder() == "RealVideo-RealAudio")
         .collect::<Vec<_>>();
     let dupe_dir = ws.vox.join(&rvra[0].identity).join("dupe");
     let dupe = extract_source_wav(&rvra[0].path, &dupe_dir).unwrap();
@@ -128,13 +127,13 @@ fn a_seedvc_v2_script_gives_both_trees_muxed_on_the_original_video() {
     assert_eq!(made.len(), 6);
     assert_eq!(
         made.iter()
-            .filter(|v| v.category.dir() == "RealVideo-FakeAudio-SelfVoiceClone")
+            .filter(|v| v.category.folder() == "RealVideo-FakeAudio-SelfVoiceClone")
             .count(),
         3
     );
     assert_eq!(
         made.iter()
-            .filter(|v| v.category.dir() == "RealVideo-FakeAudio-VoiceClone")
+            .filter(|v| v.category.folder() == "RealVideo-FakeAudio-VoiceClone")
             .count(),
         3
     );
@@ -223,7 +222,7 @@ fn a_rerun_checks_the_sources_again_and_reuses_their_conversions() {
     let rvra = scan(&ws.fake)
         .unwrap()
         .into_iter()
-        .find(|v| v.category.dir() == "RealVideo-RealAudio")
+        .find(|v| v.category.folder() == "RealVideo-RealAudio")
         .unwrap();
     let mut bytes = std::fs::read(&rvra.path).unwrap();
     bytes.truncate(bytes.len() * 6 / 10);
@@ -299,7 +298,7 @@ fn the_stand_in_keeps_the_timing_changes_the_waveform_and_names_like_seedvc() {
     let v = scan(&ws.fake)
         .unwrap()
         .into_iter()
-        .find(|v| v.category.dir() == "RealVideo-RealAudio")
+        .find(|v| v.category.folder() == "RealVideo-RealAudio")
         .unwrap();
     let src = extract_source_wav(&v.path, &ws.dir.path().join("in")).unwrap();
     let yt = std::fs::read_dir(ws.vox.join(&v.identity))

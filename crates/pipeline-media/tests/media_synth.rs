@@ -1,13 +1,12 @@
 //! The synth stage: a FakeAVCeleb-shaped tree of real MP4 files that decode,
 //! deterministic from the seed, whose RVRA mouths follow the speech and whose
 //! FVRA mouths do not.
-#![cfg(feature = "media")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use pipeline::media::decode::{decode_audio_mono, decode_frames, probe};
-use pipeline::stages::corpus::scan;
+use pipeline_media::media::decode::{decode_audio_mono, decode_frames, probe};
+use pipeline_media::stages::corpus::scan;
 use serde_json::json;
 
 mod media_common;
@@ -161,7 +160,7 @@ fn the_corpus_is_fakeavceleb_shaped_decodes_and_is_deterministic() {
 fn the_corpus_does_not_depend_on_the_thread_count() {
     let mut p: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo/synth.json"),
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("config/demo/synth.json"),
         )
         .unwrap(),
     )
@@ -188,7 +187,7 @@ fn rvra_mouths_follow_the_speech_and_fvra_mouths_do_not() {
     let mut real = Vec::new();
     let mut reenacted = Vec::new();
     for v in &videos {
-        match v.category.dir() {
+        match v.category.folder() {
             "RealVideo-RealAudio" => real.push(sync(&v.path)),
             "FakeVideo-RealAudio" => reenacted.push(sync(&v.path)),
             _ => {}

@@ -4,17 +4,16 @@
 //! while intact files of the same kinds, including clips shorter than the
 //! window, still pass. The same holds for the audio-only decoding that seedvc
 //! and the stand-in converter use. The `ffmpeg` CLI makes the files.
-#![cfg(feature = "media")]
 
 mod media_common;
 
 use std::path::{Path, PathBuf};
 
 use media_common::{ffmpeg, require_ffmpeg};
-use pipeline::media::decode::{decode_audio_mono, probe};
-use pipeline::media::element::{extract, ElementSpec};
-use pipeline::media::mel::MelSpectrogram;
-use pipeline::media::MediaError;
+use pipeline_media::media::decode::{decode_audio_mono, probe};
+use pipeline_media::media::element::{extract, ElementSpec};
+use pipeline_media::media::mel::MelSpectrogram;
+use pipeline_media::media::MediaError;
 
 /// The containers a truncated copy is made of: file name and muxer options.
 const KINDS: &[(&str, &[&str])] = &[

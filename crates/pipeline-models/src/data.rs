@@ -1,279 +1,30 @@
-//! Element loading: the manifest and safetensors shards written by the
-//! elements stage (`mel f32 [N,128,768]`, `frames u8 [N,16,S,S,3]`), batches
-//! read by background prefetch threads, ImageNet normalisation at load time,
-//! and train-only augmentation (random grayscale and horizontal flip, one draw
+//! Element loading: batches of the element sets the elements stage writes
+//! (read through the one format module, [`pipeline::elementset`]), read by
+//! background prefetch threads, ImageNet normalisation at load time, and
+//! train-only augmentation (random grayscale and horizontal flip, one draw
 //! per clip applied to all its frames; MODELS.md defect 2: evaluation sees
-//! clean frames). Clips are read one at a time with positioned reads, never a
-//! whole shard.
+//! clean frames).
 
-use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anyhow::{bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::category::Category;
 use super::rng::Rng;
 
+pub use pipeline::elementset::{ClipRecord, ElementSet, Split, MEL_HOP_SECONDS};
 pub use pipeline::stages::model_params::{AudioInput, Augment};
 
-/// Which part of the identity-disjoint split a clip is in: training,
-/// validation (model selection, early stopping), test (the reported metrics)
-/// or fusion (training identities held out for stage 2's fusion refit, which
-/// no other training reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    Train,
-    Val,
-    Test,
-    Fusion,
-}
-
-/// One line of `manifest.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClipMeta {
-    pub key: String,
-    pub identity: String,
-    pub category: Category,
-    pub split: Split,
-    pub shard: String,
-    pub index: u64,
-    /// The sampled frames' times, seconds from the window start (written by
-    /// elements version 4 and later).
-    #[serde(default)]
-    pub frame_times: Option<Vec<f32>>,
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// Where one tensor of a shard lives.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    start: u64,
-    per_clip: u64,
-}
-
-#[derive(Debug)]
-struct Shard {
-    file: File,
-    path: PathBuf,
-    n: u64,
-    mel: Slot,
-    frames: Slot,
-}
-
-/// The mel size of an element: `[128, 768]`.
-pub const MEL_BINS: i64 = 128;
-pub const MEL_FRAMES: i64 = 768;
+/// The mel size of an element: `[128, 768]` (the element-set format's, as
+/// tensor sizes).
+pub const MEL_BINS: i64 = pipeline::elementset::MEL_BINS as i64;
+pub const MEL_FRAMES: i64 = pipeline::elementset::MEL_FRAMES as i64;
 /// Frames per element.
-pub const N_FRAMES: i64 = 16;
-/// Seconds between mel frames (hop 64 at 16 kHz).
-pub const MEL_HOP_SECONDS: f64 = 64.0 / 16_000.0;
-
-/// An opened element folder.
-#[derive(Debug)]
-pub struct ElementSet {
-    pub clips: Vec<ClipMeta>,
-    shards: HashMap<String, Shard>,
-    /// Side of the square frames, `S`.
-    pub frame_size: i64,
-}
-
-/// Reads the header of a safetensors file: tensor name -> (dtype, shape, [begin, end)).
-fn read_header(
-    file: &mut File,
-    path: &Path,
-) -> Result<(u64, serde_json::Map<String, serde_json::Value>)> {
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let n = u64::from_le_bytes(len);
-    ensure!(
-        n < 100 << 20,
-        "{}: header of {n} bytes is implausible",
-        path.display()
-    );
-    let mut buf = vec![0u8; n as usize];
-    file.read_exact(&mut buf)
-        .with_context(|| format!("{}: truncated header", path.display()))?;
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&buf)
-        .with_context(|| format!("{}: header is not JSON", path.display()))?;
-    Ok((8 + n, map))
-}
-
-fn slot(
-    header: &serde_json::Map<String, serde_json::Value>,
-    data_start: u64,
-    name: &str,
-    dtype: &str,
-    tail: &[Option<i64>],
-    path: &Path,
-) -> Result<(Slot, u64, Vec<i64>)> {
-    #[derive(Deserialize)]
-    struct Info {
-        dtype: String,
-        shape: Vec<i64>,
-        data_offsets: [u64; 2],
-    }
-    let v = header
-        .get(name)
-        .with_context(|| format!("{}: no tensor '{name}'", path.display()))?;
-    let info: Info = serde_json::from_value(v.clone())
-        .with_context(|| format!("{}: bad entry for '{name}'", path.display()))?;
-    ensure!(
-        info.dtype == dtype,
-        "{}: '{name}' is {}, expected {dtype}",
-        path.display(),
-        info.dtype
-    );
-    let ok = info.shape.len() == tail.len() + 1
-        && tail
-            .iter()
-            .zip(&info.shape[1..])
-            .all(|(want, got)| want.is_none_or(|w| w == *got));
-    ensure!(
-        ok,
-        "{}: '{name}' has shape {:?}",
-        path.display(),
-        info.shape
-    );
-    let n = info.shape[0] as u64;
-    let bytes = info.data_offsets[1] - info.data_offsets[0];
-    let per_clip = bytes.checked_div(n).unwrap_or(0);
-    Ok((
-        Slot {
-            start: data_start + info.data_offsets[0],
-            per_clip,
-        },
-        n,
-        info.shape,
-    ))
-}
-
-impl ElementSet {
-    /// Opens `dir/manifest.jsonl` and every shard it names.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let mpath = dir.join("manifest.jsonl");
-        let f = File::open(&mpath).with_context(|| format!("opening {}", mpath.display()))?;
-        let mut clips = Vec::new();
-        for (i, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.with_context(|| format!("reading {}", mpath.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let c: ClipMeta = serde_json::from_str(&line).with_context(|| {
-                format!("{} line {}: invalid clip record", mpath.display(), i + 1)
-            })?;
-            clips.push(c);
-        }
-        let mut shards = HashMap::new();
-        let mut frame_size = None;
-        for c in &clips {
-            if shards.contains_key(&c.shard) {
-                continue;
-            }
-            let path = dir.join(&c.shard);
-            let mut file =
-                File::open(&path).with_context(|| format!("opening shard {}", path.display()))?;
-            let (data_start, header) = read_header(&mut file, &path)?;
-            let (mel, n, _) = slot(
-                &header,
-                data_start,
-                "mel",
-                "F32",
-                &[Some(MEL_BINS), Some(MEL_FRAMES)],
-                &path,
-            )?;
-            let (frames, nf, shape) = slot(
-                &header,
-                data_start,
-                "frames",
-                "U8",
-                &[Some(N_FRAMES), None, None, Some(3)],
-                &path,
-            )?;
-            ensure!(
-                n == nf,
-                "{}: {n} mels but {nf} frame stacks",
-                path.display()
-            );
-            let s = shape[2];
-            ensure!(shape[3] == s, "{}: frames are not square", path.display());
-            if *frame_size.get_or_insert(s) != s {
-                bail!(
-                    "{}: frame size {s} differs from the other shards",
-                    path.display()
-                );
-            }
-            shards.insert(
-                c.shard.clone(),
-                Shard {
-                    file,
-                    path,
-                    n,
-                    mel,
-                    frames,
-                },
-            );
-        }
-        for c in &clips {
-            let s = &shards[&c.shard];
-            ensure!(
-                c.index < s.n,
-                "{}: clip {} has index {} but the shard holds {}",
-                mpath.display(),
-                c.key,
-                c.index,
-                s.n
-            );
-        }
-        Ok(Self {
-            clips,
-            shards,
-            frame_size: frame_size.unwrap_or(0),
-        })
-    }
-
-    fn read(&self, clip: usize, which: fn(&Shard) -> Slot) -> Result<Vec<u8>> {
-        let c = &self.clips[clip];
-        let s = &self.shards[&c.shard];
-        let slot = which(s);
-        let mut buf = vec![0u8; slot.per_clip as usize];
-        s.file
-            .read_exact_at(&mut buf, slot.start + c.index * slot.per_clip)
-            .with_context(|| format!("reading clip {} from {}", c.key, s.path.display()))?;
-        Ok(buf)
-    }
-
-    /// The clip's log-mel, `128 * 768` values.
-    pub fn mel(&self, clip: usize) -> Result<Vec<f32>> {
-        let raw = self.read(clip, |s| s.mel)?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    }
-
-    /// The clip's frames, `16 * S * S * 3` bytes (RGB).
-    pub fn frames(&self, clip: usize) -> Result<Vec<u8>> {
-        self.read(clip, |s| s.frames)
-    }
-
-    /// Indices of the clips on one side of the split.
-    pub fn split(&self, split: Split) -> Vec<usize> {
-        (0..self.clips.len())
-            .filter(|&i| self.clips[i].split == split)
-            .collect()
-    }
-}
+pub const N_FRAMES: i64 = pipeline::elementset::N_FRAMES as i64;
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -330,7 +81,7 @@ pub fn load_batch(set: &ElementSet, spec: &BatchSpec) -> Result<Batch> {
     let b = spec.clips.len() as i64;
     let mut mel = Vec::with_capacity((b * MEL_BINS * MEL_FRAMES) as usize);
     let mut frames = Vec::new();
-    let s = set.frame_size as usize;
+    let s = set.frame_size;
     for &c in &spec.clips {
         mel.extend(set.mel(c)?);
         if spec.frames {
@@ -353,9 +104,9 @@ pub fn load_batch(set: &ElementSet, spec: &BatchSpec) -> Result<Batch> {
     let times: Option<Vec<f32>> = spec
         .clips
         .iter()
-        .map(|&c| set.clips[c].frame_times.clone())
-        .collect::<Option<Vec<Vec<f32>>>>()
-        .map(|v| v.concat());
+        .map(|&c| set.clips[c].frame_times.as_deref())
+        .collect::<Option<Vec<&[f64]>>>()
+        .map(|v| v.concat().into_iter().map(|t| t as f32).collect());
     let frame_times = match times {
         Some(t) if spec.frames && t.len() == (b * N_FRAMES) as usize => {
             Some(Tensor::from_slice(&t).view([b, N_FRAMES]))

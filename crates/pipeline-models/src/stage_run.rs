@@ -70,7 +70,7 @@ fn setup(paths: &StagePaths<'_>, seed: u64) -> Result<(Device, Arc<ElementSet>)>
 /// the configured `img_size`.
 fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> {
     ensure!(
-        set.frame_size == img_size,
+        set.frame_size as i64 == img_size,
         "{stage}: the elements have {s}x{s} frames but the model's img_size is {img_size}; \
          set img_size to {s} in the stage's configuration (or extract elements at {img_size})",
         s = set.frame_size

@@ -3,15 +3,35 @@
 //! real corpus. Fake audio carries a spectral ripple and fake video a bright
 //! patch, so a model that learns anything separates them.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use pipeline::elementset::{shard_name, write_manifest, ClipRecord, ShardWriter, Split};
 use tch::{Device, Kind, Tensor};
 
 use super::category::Category;
 use super::data::{MEL_BINS, MEL_FRAMES, N_FRAMES};
 use super::rng::Rng;
+
+/// A manifest row for a clip that no video was cut from.
+fn record(key: String, identity: String, category: Category, split: Split) -> ClipRecord {
+    ClipRecord {
+        audio_fake: category.audio_fake(),
+        category,
+        frame_times: None,
+        gender: "none".into(),
+        identity,
+        index: 0,
+        key,
+        race: "Synthetic".into(),
+        shard: shard_name(0),
+        source_blake3: String::new(),
+        split,
+        start_frame: 0,
+        video_fake: category.y_video(),
+        window_start_sec: 0.0,
+    }
+}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -62,12 +82,10 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
     }
     records.sort_by(|a, b| a.0.cmp(&b.0));
     let s = spec.frame_size;
-    let mut manifest = std::fs::File::create(dir.join("manifest.jsonl"))?;
+    let mut manifest = Vec::new();
     for (shard_no, chunk) in records.chunks(spec.clips_per_shard.max(1)).enumerate() {
-        let shard = format!("shard-{shard_no:05}.safetensors");
-        let mut mels = Vec::new();
-        let mut frames = Vec::new();
-        for (index, (key, id, cat)) in chunk.iter().enumerate() {
+        let mut shard = ShardWriter::new(s as usize);
+        for (key, id, cat) in chunk {
             let opts = (Kind::Float, Device::Cpu);
             let mel = Tensor::from_slice(&normal(&mut rng, (MEL_BINS * MEL_FRAMES) as usize))
                 .view([MEL_BINS, MEL_FRAMES]);
@@ -76,11 +94,7 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
                 * 0.3
                 + 0.2
                 + (*id as f64 * 0.03);
-            let audio_fake = matches!(
-                cat,
-                Category::Rvfa | Category::Fvfa | Category::RvfaVc | Category::RvfaSvc
-            );
-            let mel = if audio_fake {
+            let mel = if cat.audio_fake() {
                 let bins = Tensor::arange(MEL_BINS, opts).view([MEL_BINS, 1]);
                 mel + (bins * 0.5).sin() * 0.3
             } else {
@@ -90,39 +104,29 @@ pub fn write_elements(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
                 let h = s / 2;
                 let _ = video.narrow(1, h / 2, h).narrow(2, h / 2, h).fill_(0.95);
             }
-            mels.push(mel);
-            frames.push((video.clamp(0.0, 1.0) * 255.0).to_kind(Kind::Uint8));
-            let rec = serde_json::json!({
-                "key": key,
-                "identity": format!("id{id:05}"),
-                "race": "Synthetic",
-                "gender": "none",
-                "category": cat.folder(),
-                "audio_fake": audio_fake,
-                "video_fake": matches!(cat, Category::Fvra | Category::Fvfa),
-                "source_blake3": "",
-                "window_start_sec": 0.0,
-                "start_frame": 0,
-                "split": if *id < spec.val_identities {
-                    "val"
-                } else if *id < spec.val_identities + spec.test_identities {
-                    "test"
-                } else {
-                    "train"
-                },
-                "shard": shard,
-                "index": index,
+            let frames = (video.clamp(0.0, 1.0) * 255.0).to_kind(Kind::Uint8);
+            let split = if *id < spec.val_identities {
+                Split::Val
+            } else if *id < spec.val_identities + spec.test_identities {
+                Split::Test
+            } else {
+                Split::Train
+            };
+            manifest.push(ClipRecord {
+                shard: shard_name(shard_no),
+                index: shard.len() as u64,
+                ..record(key.clone(), format!("id{id:05}"), *cat, split)
             });
-            writeln!(manifest, "{rec}")?;
+            shard.push(
+                &Vec::<f32>::try_from(mel.flatten(0, -1))?,
+                &Vec::<u8>::try_from(frames.flatten(0, -1))?,
+            )?;
         }
-        let tensors = [
-            ("frames", Tensor::stack(&frames, 0)),
-            ("mel", Tensor::stack(&mels, 0)),
-        ];
-        Tensor::write_safetensors(&tensors, dir.join(&shard))
-            .with_context(|| format!("writing {shard}"))?;
+        shard
+            .write(&dir.join(shard_name(shard_no)), None)
+            .with_context(|| format!("writing {}", shard_name(shard_no)))?;
     }
-    Ok(())
+    write_manifest(dir, &manifest)
 }
 
 /// What [`write_sync_elements`] generates.
@@ -176,16 +180,15 @@ pub fn write_sync_elements(dir: &Path, spec: &SyncSpec) -> Result<()> {
     let (n_train, n_val, n_test) = spec.identities;
     let s = spec.frame_size as usize;
     let times = nominal_frame_times();
-    let mut manifest = String::new();
-    let (mut mels, mut frames) = (Vec::new(), Vec::new());
-    let mut index = 0;
+    let mut manifest = Vec::new();
+    let mut shard = ShardWriter::new(s);
     for id in 0..n_train + n_val + n_test {
         let split = if id < n_train {
-            "train"
+            Split::Train
         } else if id < n_train + n_val {
-            "val"
+            Split::Val
         } else {
-            "test"
+            Split::Test
         };
         let mut rng = Rng::from_keys(&[spec.seed, 0x5_1c, id as u64]);
         let pitch = 2.0 + 6.0 * rng.next_f64();
@@ -212,7 +215,11 @@ pub fn write_sync_elements(dir: &Path, spec: &SyncSpec) -> Result<()> {
             let sd = (mel.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>()
                 / (mel.len() - 1) as f64)
                 .sqrt();
-            mels.extend(mel.iter().map(|&v| ((v as f64 - m) / (sd + 1e-6)) as f32));
+            let mel: Vec<f32> = mel
+                .iter()
+                .map(|&v| ((v as f64 - m) / (sd + 1e-6)) as f32)
+                .collect();
+            let mut frames = Vec::with_capacity(N_FRAMES as usize * s * s * 3);
             let pixel_noise = uniform(&mut rng, N_FRAMES as usize * s * s);
             for (k, &t) in times.iter().enumerate() {
                 let open = envelope(mouth, t as f64 + spec.lead_seconds);
@@ -230,31 +237,21 @@ pub fn write_sync_elements(dir: &Path, spec: &SyncSpec) -> Result<()> {
                     }
                 }
             }
-            let rec = serde_json::json!({
-                "key": format!("id{id:05}/{}", cat.folder()),
-                "identity": format!("id{id:05}"),
-                "category": cat.folder(),
-                "split": split,
-                "shard": "shard-00000.safetensors",
-                "index": index,
-                "frame_times": times,
+            manifest.push(ClipRecord {
+                index: shard.len() as u64,
+                frame_times: Some(times.iter().map(|&t| t as f64).collect()),
+                ..record(
+                    format!("id{id:05}/{}", cat.folder()),
+                    format!("id{id:05}"),
+                    cat,
+                    split,
+                )
             });
-            manifest.push_str(&format!("{rec}\n"));
-            index += 1;
+            shard.push(&mel, &frames)?;
         }
     }
-    let n = index as i64;
-    let tensors = [
-        (
-            "frames",
-            Tensor::from_slice(&frames).view([n, N_FRAMES, spec.frame_size, spec.frame_size, 3]),
-        ),
-        (
-            "mel",
-            Tensor::from_slice(&mels).view([n, MEL_BINS, MEL_FRAMES]),
-        ),
-    ];
-    Tensor::write_safetensors(&tensors, dir.join("shard-00000.safetensors"))
+    shard
+        .write(&dir.join(shard_name(0)), None)
         .context("writing the sync element set")?;
-    std::fs::write(dir.join("manifest.jsonl"), manifest).context("writing its manifest")
+    write_manifest(dir, &manifest).context("writing its manifest")
 }

@@ -1,8 +1,8 @@
-//! The two programs agree on the model kinds: every kind the engine's table
-//! sends to `pipeline-worker` is implemented there with the same code
-//! version (a version bumped in one program only would record outputs of one
-//! code under the other's fingerprint), and `pipeline` itself never links
-//! libtorch.
+//! The three programs agree on the kinds: every kind the engine's table
+//! sends to `pipeline-worker` or `pipeline-media` is implemented there with
+//! the same code version (a version bumped in one program only would record
+//! outputs of one code under the other's fingerprint), and `pipeline` itself
+//! links neither libtorch nor FFmpeg.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -16,42 +16,63 @@ fn kinds(exe: &std::path::Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-#[test]
-fn worker_implements_exactly_the_engines_worker_kinds_at_its_versions() {
-    let engine = kinds(&common::pipeline_exe());
-    let worker = kinds(std::path::Path::new(env!("CARGO_BIN_EXE_pipeline-worker")));
-    let want: BTreeMap<String, u64> = engine
-        .iter()
-        .filter(|k| k["home"] == "worker")
+/// `pipeline-media`, built beside `pipeline` (`cargo test --workspace`).
+fn media_exe() -> std::path::PathBuf {
+    let exe = common::pipeline_exe().with_file_name("pipeline-media");
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        exe.display()
+    );
+    exe
+}
+
+fn table(rows: &[serde_json::Value], home: Option<&str>) -> BTreeMap<String, u64> {
+    rows.iter()
+        .filter(|k| home.is_none_or(|h| k["home"] == h))
         .map(|k| {
             (
                 k["kind"].as_str().unwrap().to_string(),
                 k["version"].as_u64().unwrap(),
             )
         })
-        .collect();
-    let have: BTreeMap<String, u64> = worker
-        .iter()
-        .map(|k| {
-            (
-                k["kind"].as_str().unwrap().to_string(),
-                k["version"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        want.len(),
-        4,
-        "stage1, stage2, baseline, stage2_sweep: {engine:?}"
-    );
-    assert_eq!(
-        have, want,
-        "pipeline-worker's kinds against the engine's table"
-    );
+        .collect()
 }
 
 #[test]
-fn pipeline_does_not_link_libtorch_and_the_worker_does() {
+fn each_program_implements_exactly_the_engines_kinds_for_it_at_their_versions() {
+    let engine = kinds(&common::pipeline_exe());
+    let worker = std::path::PathBuf::from(env!("CARGO_BIN_EXE_pipeline-worker"));
+    for (home, exe, names) in [
+        (
+            "worker",
+            worker,
+            ["baseline", "stage1", "stage2", "stage2_sweep"],
+        ),
+        (
+            "media",
+            media_exe(),
+            ["elements", "seedvc", "shortcut_audit", "synth"],
+        ),
+    ] {
+        let want = table(&engine, Some(home));
+        assert_eq!(
+            want.keys().map(String::as_str).collect::<Vec<_>>(),
+            names,
+            "{engine:?}"
+        );
+        let have = table(&kinds(&exe), None);
+        assert_eq!(
+            have,
+            want,
+            "{}'s kinds against the engine's table",
+            exe.display()
+        );
+    }
+}
+
+#[test]
+fn only_the_worker_links_libtorch_and_only_the_media_program_ffmpeg() {
     let needed = |exe: &std::path::Path| {
         let o = Command::new("readelf")
             .arg("-d")
@@ -65,18 +86,25 @@ fn pipeline_does_not_link_libtorch_and_the_worker_does() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
+    let torch = |l: &String| l.contains("torch") || l.contains("c10");
+    let ffmpeg = |l: &String| l.contains("libav") || l.contains("libsw");
     let engine = needed(&common::pipeline_exe());
     assert!(
-        engine
-            .iter()
-            .all(|l| !l.contains("torch") && !l.contains("c10")),
-        "pipeline links libtorch: {engine:?}"
+        !engine.iter().any(|l| torch(l) || ffmpeg(l)),
+        "pipeline links libtorch or FFmpeg: {engine:?}"
     );
     let worker = needed(std::path::Path::new(env!("CARGO_BIN_EXE_pipeline-worker")));
     assert!(
         worker.iter().any(|l| l.contains("libtorch")),
         "pipeline-worker does not link libtorch: {worker:?}"
     );
+    assert!(!worker.iter().any(ffmpeg), "{worker:?}");
+    let media = needed(&media_exe());
+    assert!(
+        media.iter().any(|l| l.contains("libavcodec")),
+        "pipeline-media does not link FFmpeg: {media:?}"
+    );
+    assert!(!media.iter().any(torch), "{media:?}");
 }
 
 /// `pipeline bench models` (forwarded to the worker) times every network

@@ -172,29 +172,30 @@ fn audit(measured: &[(&Video, Vec<(&'static str, Value)>)], failed: usize, flag_
         shortcuts: Vec::new(),
     };
     for &cat in &cats {
-        out.counts.insert(cat.dir().to_string(), of(cat, 0).len());
+        out.counts
+            .insert(cat.folder().to_string(), of(cat, 0).len());
         let per = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.to_string(), summarise(&of(cat, i))))
             .collect();
-        out.statistics.insert(cat.dir().to_string(), per);
-        if cat == Category::RealVideoRealAudio {
+        out.statistics.insert(cat.folder().to_string(), per);
+        if cat == Category::Rvra {
             continue;
         }
         let mut aucs = BTreeMap::new();
         for (i, n) in names.iter().enumerate() {
-            let auc = statistic_auc(&of(Category::RealVideoRealAudio, i), &of(cat, i));
+            let auc = statistic_auc(&of(Category::Rvra, i), &of(cat, i));
             if let Some(a) = auc.filter(|a| *a > flag_auc || *a < 1.0 - flag_auc) {
                 out.shortcuts.push(Shortcut {
-                    category: cat.dir().to_string(),
+                    category: cat.folder().to_string(),
                     statistic: n.to_string(),
                     auc: a,
                 });
             }
             aucs.insert(n.to_string(), auc);
         }
-        out.auc_vs_real.insert(cat.dir().to_string(), aucs);
+        out.auc_vs_real.insert(cat.folder().to_string(), aucs);
     }
     out
 }
@@ -275,10 +276,7 @@ impl Stage for ShortcutAudit {
             );
         }
         videos.sort_by(|a, b| a.key.cmp(&b.key));
-        if !videos
-            .iter()
-            .any(|v| v.category == Category::RealVideoRealAudio)
-        {
+        if !videos.iter().any(|v| v.category == Category::Rvra) {
             bail!(
                 "stage {}: no RealVideo-RealAudio videos among the inputs; the audit compares \
                  every fake category against them",

@@ -1,71 +1,13 @@
 //! The FakeAVCeleb-shaped corpus layout shared by the synth, seedvc and
-//! elements stages: `<Category>/<race>/<gender>/<idNNNNN>/<name>.mp4`, the
-//! categories and their labels. Paths are walked as paths (race folders have
-//! spaces and parentheses), never split on spaces.
+//! elements stages: `<Category>/<race>/<gender>/<idNNNNN>/<name>.mp4`. Paths
+//! are walked as paths (race folders have spaces and parentheses), never
+//! split on spaces.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// A FakeAVCeleb category, plus the two the seedvc stage adds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Category {
-    RealVideoRealAudio,
-    RealVideoFakeAudio,
-    FakeVideoRealAudio,
-    FakeVideoFakeAudio,
-    /// "Harder": voice converted with the speaker's most similar VoxCeleb2 utterance.
-    VoiceClone,
-    /// "Hardest": voice converted with the clip's own audio as reference.
-    SelfVoiceClone,
-}
-
-impl Category {
-    pub const ALL: [Category; 6] = [
-        Category::RealVideoRealAudio,
-        Category::RealVideoFakeAudio,
-        Category::FakeVideoRealAudio,
-        Category::FakeVideoFakeAudio,
-        Category::VoiceClone,
-        Category::SelfVoiceClone,
-    ];
-
-    /// The folder name, as FakeAVCeleb spells it.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Category::RealVideoRealAudio => "RealVideo-RealAudio",
-            Category::RealVideoFakeAudio => "RealVideo-FakeAudio",
-            Category::FakeVideoRealAudio => "FakeVideo-RealAudio",
-            Category::FakeVideoFakeAudio => "FakeVideo-FakeAudio",
-            Category::VoiceClone => "RealVideo-FakeAudio-VoiceClone",
-            Category::SelfVoiceClone => "RealVideo-FakeAudio-SelfVoiceClone",
-        }
-    }
-
-    pub fn from_dir(name: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.dir() == name)
-    }
-
-    /// Every category with fake audio.
-    pub fn audio_fake(self) -> bool {
-        !matches!(
-            self,
-            Category::RealVideoRealAudio | Category::FakeVideoRealAudio
-        )
-    }
-
-    /// y_video = 0 for RVRA only (the reference's video label).
-    pub fn video_fake(self) -> bool {
-        self != Category::RealVideoRealAudio
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.dir())
-    }
-}
+pub use pipeline::stages::category::Category;
 
 /// FakeAVCeleb's race folders.
 pub const RACES: [&str; 5] = [
@@ -111,7 +53,7 @@ fn sorted_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 pub fn scan(root: &Path) -> Result<Vec<Video>> {
     let mut videos = Vec::new();
     for (cat_name, cat_path) in sorted_dirs(root)? {
-        let Some(category) = Category::from_dir(&cat_name) else {
+        let Some(category) = Category::from_folder(&cat_name) else {
             continue;
         };
         if !cat_path.is_dir() {

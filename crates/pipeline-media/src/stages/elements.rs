@@ -21,15 +21,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
 use serde::Deserialize;
 
 use super::corpus::{scan, Video};
 use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
 use super::{Stage, StageContext};
+use crate::elementset::{
+    frames_bytes, shard_name, write_manifest, ClipRecord, ShardWriter, Split, MEL_BYTES,
+};
 use crate::media::element::{extract, ElementSpec};
-use crate::media::frames::N_SAMPLED;
-use crate::media::mel::{MelSpectrogram, N_FRAMES, N_MELS};
+use crate::media::mel::MelSpectrogram;
 use crate::rng::{shuffle, unit};
 use crate::util::write_atomic;
 
@@ -39,6 +40,13 @@ use crate::util::write_atomic;
 /// 5: a clip whose audio covers less than `min_audio_coverage` of its window
 ///    fails instead of being padded.
 const VERSION: u32 = super::versions::ELEMENTS;
+
+// The extraction writes elements of the format's sizes.
+const _: () = assert!(
+    crate::media::frames::N_SAMPLED == crate::elementset::N_FRAMES
+        && crate::media::mel::N_MELS == crate::elementset::MEL_BINS
+        && crate::media::mel::N_FRAMES == crate::elementset::MEL_FRAMES
+);
 
 /// The built-in `elements` kind.
 pub struct Elements;
@@ -192,9 +200,7 @@ fn item(
             ..info
         }));
     }
-    let s = p.frame_size as usize;
-    let mut mels = Vec::new();
-    let mut frames = Vec::new();
+    let mut shard = ShardWriter::new(p.frame_size as usize);
     let mut windows = Vec::new();
     let mut frame_times = Vec::new();
     for j in 0..p.clips_per_video {
@@ -211,8 +217,7 @@ fn item(
                 return Ok(Err(reason));
             }
             Ok(el) => {
-                mels.extend(f32_bytes(&el.mel));
-                frames.extend(el.frames);
+                shard.push(&el.mel, &el.frames)?;
                 windows.push((el.window.start_sec, el.window.start_frame));
                 frame_times.push(el.frame_times.to_vec());
             }
@@ -241,29 +246,13 @@ fn item(
         ),
     ]
     .into();
-    let k = p.clips_per_video;
-    let tensors = vec![
-        (
-            "mel",
-            TensorView::new(Dtype::F32, vec![k, N_MELS, N_FRAMES], &mels)?,
-        ),
-        (
-            "frames",
-            TensorView::new(Dtype::U8, vec![k, N_SAMPLED, s, s, 3], &frames)?,
-        ),
-    ];
-    let bytes = safetensors::serialize(tensors, &Some(meta))?;
-    write_atomic(&memo, &bytes)?;
+    shard.write(&memo, Some(meta))?;
     Ok(Ok(ClipInfo {
         source_blake3,
         windows,
         frame_times,
         memo,
     }))
-}
-
-fn f32_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// The windows of a memoized item from its header alone, or None when the
@@ -309,12 +298,8 @@ fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
     })
 }
 
-/// identity -> "train" | "val" | "test" | "fusion".
-fn split(
-    ctx: &StageContext<'_>,
-    p: &Params,
-    videos: &[Video],
-) -> Result<BTreeMap<String, &'static str>> {
+/// identity -> its part of the split.
+fn split(ctx: &StageContext<'_>, p: &Params, videos: &[Video]) -> Result<BTreeMap<String, Split>> {
     let identities: BTreeSet<&str> = videos.iter().map(|v| v.identity.as_str()).collect();
     let mut out = BTreeMap::new();
     if let Some(file) = &p.split.file {
@@ -338,16 +323,18 @@ fn split(
             )
         })?;
         for (part, ids) in [
-            ("train", sf.train),
-            ("val", sf.val),
-            ("test", sf.test),
-            ("fusion", sf.fusion),
+            (Split::Train, sf.train),
+            (Split::Val, sf.val),
+            (Split::Test, sf.test),
+            (Split::Fusion, sf.fusion),
         ] {
             for id in ids {
                 if let Some(other) = out.insert(id.clone(), part) {
                     bail!(
-                        "{}: identity {id} is in both {other} and {part}",
-                        path.display()
+                        "{}: identity {id} is in both {} and {}",
+                        path.display(),
+                        other.name(),
+                        part.name()
                     );
                 }
             }
@@ -383,7 +370,7 @@ fn split(
     let mut strata: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for v in videos {
         if !out.contains_key(&v.identity) {
-            out.insert(v.identity.clone(), "val");
+            out.insert(v.identity.clone(), Split::Val);
             strata
                 .entry((v.race.as_str(), v.gender.as_str()))
                 .or_default()
@@ -402,11 +389,15 @@ fn split(
         let n_test = ((sf * n as f64).round() as usize).min(n - n_train);
         let n_fusion = ((ff * n as f64).round() as usize).min(n_train);
         for (k, id) in ids[..n_train].iter().enumerate() {
-            let part = if k < n_fusion { "fusion" } else { "train" };
+            let part = if k < n_fusion {
+                Split::Fusion
+            } else {
+                Split::Train
+            };
             out.insert((*id).to_string(), part);
         }
         for id in &ids[n - n_test..] {
-            out.insert((*id).to_string(), "test");
+            out.insert((*id).to_string(), Split::Test);
         }
     }
     Ok(out)
@@ -417,7 +408,7 @@ fn write_outputs(
     p: &Params,
     videos: &[Video],
     done: &BTreeMap<String, ClipInfo>,
-    split: &BTreeMap<String, &'static str>,
+    split: &BTreeMap<String, Split>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let s = p.frame_size as usize;
@@ -427,14 +418,12 @@ fn write_outputs(
         .filter(|v| done.contains_key(&v.key))
         .flat_map(|v| (0..k).map(move |j| (v, j)))
         .collect();
-    let (mel_len, frames_len) = (N_MELS * N_FRAMES * 4, N_SAMPLED * s * s * 3);
-    let mut manifest = String::new();
+    let frames_len = frames_bytes(s);
+    let mut records = Vec::with_capacity(clips.len());
     let mut loaded: Option<(PathBuf, Vec<u8>)> = None;
     for (shard_no, chunk) in clips.chunks(p.clips_per_shard).enumerate() {
-        let shard_name = format!("shard-{shard_no:05}.safetensors");
-        let mut mels = Vec::with_capacity(chunk.len() * mel_len);
-        let mut frames = Vec::with_capacity(chunk.len() * frames_len);
-        for (index, (v, j)) in chunk.iter().enumerate() {
+        let mut shard = ShardWriter::new(s);
+        for (v, j) in chunk {
             let info = &done[&v.key];
             if loaded.as_ref().map(|(p, _)| p) != Some(&info.memo) {
                 let bytes = std::fs::read(&info.memo)
@@ -452,52 +441,36 @@ fn write_outputs(
             let (m, f) = (st.tensor("mel")?, st.tensor("frames")?);
             let (m, f) = (
                 m.data()
-                    .get(j * mel_len..(j + 1) * mel_len)
+                    .get(j * MEL_BYTES..(j + 1) * MEL_BYTES)
                     .with_context(damaged)?,
                 f.data()
                     .get(j * frames_len..(j + 1) * frames_len)
                     .with_context(damaged)?,
             );
-            mels.extend_from_slice(m);
-            frames.extend_from_slice(f);
             let (window_start_sec, start_frame) = *info.windows.get(*j).with_context(damaged)?;
-            let key = if k == 1 {
-                v.key.clone()
-            } else {
-                format!("{}#{j}", v.key)
-            };
-            let row = serde_json::json!({
-                "key": key,
-                "identity": v.identity,
-                "race": v.race,
-                "gender": v.gender,
-                "category": v.category.dir(),
-                "audio_fake": v.category.audio_fake(),
-                "video_fake": v.category.video_fake(),
-                "source_blake3": info.source_blake3,
-                "window_start_sec": window_start_sec,
-                "start_frame": start_frame,
-                "frame_times": info.frame_times.get(*j).with_context(damaged)?,
-                "split": split.get(&v.identity).copied().unwrap_or("val"),
-                "shard": shard_name,
-                "index": index,
+            records.push(ClipRecord {
+                key: if k == 1 {
+                    v.key.clone()
+                } else {
+                    format!("{}#{j}", v.key)
+                },
+                identity: v.identity.clone(),
+                race: v.race.clone(),
+                gender: v.gender.clone(),
+                category: v.category,
+                audio_fake: v.category.audio_fake(),
+                video_fake: v.category.y_video(),
+                source_blake3: info.source_blake3.clone(),
+                window_start_sec,
+                start_frame: start_frame as u64,
+                frame_times: Some(info.frame_times.get(*j).with_context(damaged)?.clone()),
+                split: split.get(&v.identity).copied().unwrap_or(Split::Val),
+                shard: shard_name(shard_no),
+                index: shard.len() as u64,
             });
-            manifest.push_str(&row.to_string());
-            manifest.push('\n');
+            shard.push_bytes(m, f)?;
         }
-        let n = chunk.len();
-        let tensors = vec![
-            (
-                "mel",
-                TensorView::new(Dtype::F32, vec![n, N_MELS, N_FRAMES], &mels)?,
-            ),
-            (
-                "frames",
-                TensorView::new(Dtype::U8, vec![n, N_SAMPLED, s, s, 3], &frames)?,
-            ),
-        ];
-        let bytes = safetensors::serialize(tensors, &None)?;
-        write_atomic(&dir.join(&shard_name), &bytes)?;
+        shard.write(&dir.join(shard_name(shard_no)), None)?;
     }
-    write_atomic(&dir.join("manifest.jsonl"), manifest.as_bytes())
+    write_manifest(dir, &records)
 }

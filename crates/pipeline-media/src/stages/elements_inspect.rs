@@ -2,13 +2,11 @@
 //! the clip's manifest row and writes its 16 frames (one PNG each and a 4x4
 //! contact sheet) and its mel (a PNG, low frequencies at the bottom).
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::media::frames::N_SAMPLED;
-use crate::media::mel::{N_FRAMES, N_MELS};
+use crate::elementset::{ElementSet, MANIFEST, MEL_BINS, MEL_FRAMES, N_FRAMES};
 
 /// Arguments of `pipeline elements inspect`.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,60 +22,6 @@ pub struct InspectArgs {
     /// Where to write the PNG files.
     #[arg(long, default_value = "inspect")]
     pub out: PathBuf,
-}
-
-/// Where each tensor of a safetensors file starts and its shape.
-struct Header {
-    data_start: u64,
-    mel: (u64, Vec<usize>),
-    frames: (u64, Vec<usize>),
-}
-
-fn header(path: &Path, f: &mut std::fs::File) -> Result<Header> {
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
-        bail!(
-            "{}: not a safetensors file (header of {n} bytes)",
-            path.display()
-        );
-    }
-    let mut h = vec![0u8; n as usize];
-    f.read_exact(&mut h)
-        .with_context(|| format!("{}: truncated header", path.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&h)
-        .with_context(|| format!("{}: bad safetensors header", path.display()))?;
-    let tensor = |name: &str| -> Result<(u64, Vec<usize>)> {
-        let t = v
-            .get(name)
-            .with_context(|| format!("{}: no tensor '{name}'", path.display()))?;
-        let start = t["data_offsets"][0]
-            .as_u64()
-            .with_context(|| format!("{}: bad offsets of '{name}'", path.display()))?;
-        let shape = t["shape"]
-            .as_array()
-            .map(|s| {
-                s.iter()
-                    .filter_map(|x| x.as_u64().map(|x| x as usize))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok((start, shape))
-    };
-    Ok(Header {
-        data_start: 8 + n,
-        mel: tensor("mel")?,
-        frames: tensor("frames")?,
-    })
-}
-
-fn read_at(f: &mut std::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    f.seek(SeekFrom::Start(at))?;
-    let mut buf = vec![0u8; len];
-    f.read_exact(&mut buf)?;
-    Ok(buf)
 }
 
 /// Writes an 8-bit RGB PNG.
@@ -108,71 +52,28 @@ fn colour(t: f32) -> [u8; 3] {
 
 /// Runs `pipeline elements inspect`.
 pub fn run(args: InspectArgs) -> Result<()> {
-    let manifest = args.elements.join("manifest.jsonl");
-    let text = std::fs::read_to_string(&manifest).with_context(|| {
-        format!(
-            "cannot read {}; give the elements folder",
-            manifest.display()
-        )
-    })?;
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}: line {} is not JSON", manifest.display(), i + 1))
-        })
-        .collect::<Result<_>>()?;
-    let row = match &args.key {
-        Some(k) => rows
-            .iter()
-            .find(|r| r["key"] == *k)
+    let set = ElementSet::open(&args.elements)?;
+    let manifest = args.elements.join(MANIFEST);
+    let clip = match &args.key {
+        Some(k) => set
+            .find(k)
             .with_context(|| format!("no clip with key {k} in {}", manifest.display()))?,
-        None => rows.get(args.row).with_context(|| {
-            format!(
-                "{} has {} rows; --row {} is past the end",
-                manifest.display(),
-                rows.len(),
-                args.row
-            )
-        })?,
+        None if args.row < set.clips.len() => args.row,
+        None => anyhow::bail!(
+            "{} has {} rows; --row {} is past the end",
+            manifest.display(),
+            set.clips.len(),
+            args.row
+        ),
     };
-    println!("{}", serde_json::to_string_pretty(row)?);
-    let shard_name = row["shard"].as_str().context("the row has no shard")?;
-    let index = row["index"].as_u64().context("the row has no index")? as usize;
-    let shard = args.elements.join(shard_name);
-    let mut f =
-        std::fs::File::open(&shard).with_context(|| format!("cannot open {}", shard.display()))?;
-    let h = header(&shard, &mut f)?;
-    let (mel_at, mel_shape) = &h.mel;
-    let (fr_at, fr_shape) = &h.frames;
-    if mel_shape.get(1..) != Some(&[N_MELS, N_FRAMES][..])
-        || fr_shape.len() != 5
-        || fr_shape[1] != N_SAMPLED
-        || index >= mel_shape[0]
-    {
-        bail!(
-            "{}: unexpected shapes mel {mel_shape:?}, frames {fr_shape:?} for clip {index}",
-            shard.display()
-        );
-    }
-    let s = fr_shape[2];
-    let mel_len = N_MELS * N_FRAMES * 4;
-    let mel_bytes = read_at(
-        &mut f,
-        h.data_start + mel_at + (index * mel_len) as u64,
-        mel_len,
-    )?;
-    let clip_len = N_SAMPLED * s * s * 3;
-    let frames = read_at(
-        &mut f,
-        h.data_start + fr_at + (index * clip_len) as u64,
-        clip_len,
-    )?;
+    println!("{}", serde_json::to_string_pretty(&set.clips[clip])?);
+    let s = set.frame_size;
+    let mel = set.mel(clip)?;
+    let frames = set.frames(clip)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let frame_len = s * s * 3;
-    for k in 0..N_SAMPLED {
+    for k in 0..N_FRAMES {
         write_png(
             &args.out.join(format!("frame_{k:02}.png")),
             s,
@@ -181,7 +82,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         )?;
     }
     let mut sheet = vec![0u8; 16 * frame_len];
-    for k in 0..N_SAMPLED {
+    for k in 0..N_FRAMES {
         let (gx, gy) = (k % 4, k / 4);
         for y in 0..s {
             let src = &frames[k * frame_len + y * s * 3..k * frame_len + (y + 1) * s * 3];
@@ -190,20 +91,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
     }
     write_png(&args.out.join("frames.png"), 4 * s, 4 * s, &sheet)?;
-    let mel: Vec<f32> = mel_bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
     let (lo, hi) = mel
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    let mut img = Vec::with_capacity(N_MELS * N_FRAMES * 3);
-    for m in (0..N_MELS).rev() {
-        for t in 0..N_FRAMES {
-            img.extend_from_slice(&colour((mel[m * N_FRAMES + t] - lo) / (hi - lo).max(1e-6)));
+    let mut img = Vec::with_capacity(MEL_BINS * MEL_FRAMES * 3);
+    for m in (0..MEL_BINS).rev() {
+        for t in 0..MEL_FRAMES {
+            img.extend_from_slice(&colour(
+                (mel[m * MEL_FRAMES + t] - lo) / (hi - lo).max(1e-6),
+            ));
         }
     }
-    write_png(&args.out.join("mel.png"), N_FRAMES, N_MELS, &img)?;
+    write_png(&args.out.join("mel.png"), MEL_FRAMES, MEL_BINS, &img)?;
     println!(
         "wrote {} (frame_00..15.png, frames.png, mel.png)",
         args.out.display()

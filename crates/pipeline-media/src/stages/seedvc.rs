@@ -14,10 +14,10 @@
 //! Failures are not memoized: a converter may fail for passing reasons (a
 //! busy GPU), so a rerun tries again.
 //!
-//! Template placeholders: `{pipeline}` (this program; `{pipeline_media}`, the
-//! name of a separate media program in earlier versions, means the same),
-//! `{source}`, `{target}`, `{output}`. The template is expanded into an argv and never goes through a
-//! shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
+//! Template placeholders: `{pipeline}` (this program, `pipeline-media`, which
+//! answers `vc-standin` as `pipeline` does; `{pipeline_media}` means the
+//! same), `{source}`, `{target}`, `{output}`. The template is expanded into
+//! an argv and never goes through a shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
 //! `HF_HUB_OFFLINE` and `HF_TOKEN` reach the converter.
 
 use std::collections::HashMap;
@@ -88,18 +88,18 @@ impl Stage for SeedVc {
             .with_context(|| format!("stage {}: bad seedvc parameters", ctx.stage))?;
         let videos: Vec<Video> = scan(ctx.input("fakeavceleb")?)?
             .into_iter()
-            .filter(|v| v.category == Category::RealVideoRealAudio)
+            .filter(|v| v.category == Category::Rvra)
             .collect();
         let vox2 = ctx.input("vox2")?;
         let mut jobs: Vec<Job> = videos
             .iter()
             .flat_map(|v| {
-                [Category::SelfVoiceClone, Category::VoiceClone].map(|category| Job {
+                [Category::RvfaSvc, Category::RvfaVc].map(|category| Job {
                     video: v,
                     category,
                     key: format!(
                         "{}/{}/{}/{}/{}",
-                        category.dir(),
+                        category.folder(),
                         v.race,
                         v.gender,
                         v.identity,
@@ -245,7 +245,7 @@ impl Runner<'_> {
         let source = extract_source_wav(video, &work.join("in"))?;
         let source_hash = file_blake3(&source)?;
         let (reference, similarity) = match job.category {
-            Category::SelfVoiceClone => (source.clone(), 1.0),
+            Category::RvfaSvc => (source.clone(), 1.0),
             _ => match self.best_reference(&job.video.identity, &source, &source_hash)? {
                 Some(r) => r,
                 None => {

@@ -93,9 +93,9 @@ fn identities(p: &Params) -> Vec<Identity> {
 /// FakeAVCeleb's method name and category letter.
 fn method(c: Category) -> (&'static str, &'static str) {
     match c {
-        Category::RealVideoRealAudio => ("real", "A"),
-        Category::RealVideoFakeAudio => ("rtvc", "B"),
-        Category::FakeVideoRealAudio => ("wav2lip", "C"),
+        Category::Rvra => ("real", "A"),
+        Category::Rvfa => ("rtvc", "B"),
+        Category::Fvra => ("wav2lip", "C"),
         _ => ("faceswap-wav2lip", "D"),
     }
 }
@@ -128,17 +128,17 @@ impl Stage for Synth {
 pub fn generate(p: &Params, fakeavceleb: &Path, vox2: &Path) -> Result<()> {
     let ids = identities(p);
     let cats = [
-        Category::RealVideoRealAudio,
-        Category::RealVideoFakeAudio,
-        Category::FakeVideoRealAudio,
-        Category::FakeVideoFakeAudio,
+        Category::Rvra,
+        Category::Rvfa,
+        Category::Fvra,
+        Category::Fvfa,
     ];
     let mut jobs = Vec::new();
     for who in &ids {
         for c in cats {
             for n in 0..p.videos_per_category {
                 let (m, _) = method(c);
-                let name = if c == Category::RealVideoRealAudio {
+                let name = if c == Category::Rvra {
                     format!("{:05}.mp4", n + 1)
                 } else {
                     format!("{:05}_{m}.mp4", n + 1)
@@ -150,13 +150,19 @@ pub fn generate(p: &Params, fakeavceleb: &Path, vox2: &Path) -> Result<()> {
     jobs.par_iter()
         .map(|(who, c, name)| {
             let dir = fakeavceleb
-                .join(c.dir())
+                .join(c.folder())
                 .join(who.race)
                 .join(who.gender)
                 .join(&who.id);
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let key = format!("{}/{}/{}/{}/{name}", c.dir(), who.race, who.gender, who.id);
+            let key = format!(
+                "{}/{}/{}/{}/{name}",
+                c.folder(),
+                who.race,
+                who.gender,
+                who.id
+            );
             let path = dir.join(name);
             // Each video is encoded on a fresh thread: when one worker thread
             // encoded several videos in turn, libx264 sometimes wrote a video
@@ -176,10 +182,10 @@ pub fn generate(p: &Params, fakeavceleb: &Path, vox2: &Path) -> Result<()> {
         csv.push_str(&format!(
             "{},-,-,{m},{letter},{},{},{},{name},FakeAVCeleb/{}/{}/{}/{}\n",
             who.id,
-            c.dir(),
+            c.folder(),
             who.race,
             who.gender,
-            c.dir(),
+            c.folder(),
             who.race,
             who.gender,
             who.id
@@ -218,9 +224,9 @@ fn video(p: &Params, who: &Identity, c: Category, key: &str, path: &Path) -> Res
     }
     let blend = Blend { shift };
     let (speech, art, mouth, blended) = match c {
-        Category::RealVideoRealAudio => (&a, Artifacts::default(), &a, false),
-        Category::RealVideoFakeAudio => (&b, fake_audio, &a, false),
-        Category::FakeVideoRealAudio => (&a, Artifacts::default(), &b, true),
+        Category::Rvra => (&a, Artifacts::default(), &a, false),
+        Category::Rvfa => (&b, fake_audio, &a, false),
+        Category::Fvra => (&a, Artifacts::default(), &b, true),
         _ => (&b, fake_audio, &cc, true),
     };
     let mut audio = synth_voice::render(speech, &who.voice, p.sample_rate, art, &mut rng);

@@ -78,5 +78,5 @@ pub fn run_stage(
         shard: None,
         threads,
     };
-    pipeline::stages::lookup(pipeline::stages::registry(), kind)?.run(&ctx)
+    pipeline::stages::lookup(pipeline_media::stages::registry(), kind)?.run(&ctx)
 }

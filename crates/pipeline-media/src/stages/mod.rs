@@ -1,0 +1,45 @@
+//! The media stage kinds. Each implements the engine's [`Stage`] contract
+//! and reads its version from the engine's one table of kinds
+//! ([`pipeline::stages::KINDS`]), so `pipeline` plans with the versions this
+//! program runs.
+
+pub use pipeline::stages::{items, media_params, versions, Stage, StageContext};
+
+pub mod audit;
+pub mod corpus;
+pub mod elements;
+pub mod elements_bench;
+pub mod elements_inspect;
+pub mod seedvc;
+pub mod synth;
+mod synth_face;
+mod synth_voice;
+pub mod vc_standin;
+
+/// The kinds `pipeline-media` implements.
+pub fn registry() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(elements::Elements),
+        Box::new(synth::Synth),
+        Box::new(seedvc::SeedVc),
+        Box::new(audit::ShortcutAudit),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline::stages::{kind_info, Home, KINDS};
+
+    #[test]
+    fn every_media_kind_is_here_at_the_tables_version() {
+        let mine = registry();
+        for s in &mine {
+            let k = kind_info(s.kind()).expect("in the table");
+            assert_eq!(k.home, Home::Media, "{}", k.name);
+            assert_eq!(s.version(), k.version, "{}", k.name);
+        }
+        let media: Vec<_> = KINDS.iter().filter(|k| k.home == Home::Media).collect();
+        assert_eq!(media.len(), mine.len(), "{media:?}");
+    }
+}
