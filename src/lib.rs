@@ -6,7 +6,7 @@
 //!
 //! Layers, top to bottom: `cli` (in the binary), [`engine`], [`exec`], [`stages`]
 //! (the contract, the table of kinds and their parameter types),
-//! [`elementset`], [`store`], [`hash`]. The kinds themselves live in two
+//! [`elementset`], [`store`], [`hash`], [`relpath`]. The kinds themselves live in two
 //! crates that build on this library: `pipeline-media` (FFmpeg; the media
 //! kinds) and `pipeline-models` (libtorch; the model kinds), each with its
 //! own program, to which `pipeline exec-step` hands a step. This crate links neither, so `pipeline` starts in milliseconds.
@@ -16,6 +16,7 @@ pub mod elementset;
 pub mod engine;
 pub mod exec;
 pub mod hash;
+pub mod relpath;
 pub mod rng;
 pub mod stages;
 pub mod store;

@@ -123,7 +123,12 @@ fn a_kind_without_its_program_beside_pipeline_fails_its_step_saying_so() {
     let synth = synth.to_string();
     for (kind, program, params, outs) in [
         ("stage2", "pipeline-worker", "{}", "{model: m}"),
-        ("synth", "pipeline-media", synth.as_str(), "{fakeavceleb: f, vox2: v}"),
+        (
+            "synth",
+            "pipeline-media",
+            synth.as_str(),
+            "{fakeavceleb: f, vox2: v}",
+        ),
     ] {
         let ws = Ws::new(&format!(
             "stages:\n  a:\n    kind: {kind}\n    params: {params}\n    outs: {outs}\n"

@@ -10,8 +10,8 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
-use super::paths::RelPath;
 use super::pipeline::{Pipeline, StageSpec};
+use crate::relpath::RelPath;
 
 /// A validated pipeline: stages in a topological order.
 #[derive(Debug)]

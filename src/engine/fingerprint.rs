@@ -235,7 +235,7 @@ impl Fingerprint {
             .map(|p| {
                 (
                     p.name.clone(),
-                    p.artifact.path.clone(),
+                    p.artifact.path.to_string(),
                     p.artifact.hash.clone(),
                 )
             })
@@ -468,7 +468,7 @@ mod tests {
             name: "in".into(),
             artifact: Artifact {
                 id: 1,
-                path: "in".into(),
+                path: crate::relpath::RelPath::parse("in").unwrap(),
                 hash: "00".into(),
                 size: 1,
                 file_count: 1,

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::paths::RelPath;
 use super::workspace::Workspace;
 use crate::hash;
+use crate::relpath::RelPath;
 use crate::store::{Artifact, StepId, StepRecord};
 
 /// An artifact version in a lineage tree.
@@ -154,7 +154,7 @@ fn relative(ws: &Workspace, path: &str) -> Result<RelPath> {
 fn node(a: &Artifact, name: Option<String>) -> Node {
     Node {
         name,
-        path: a.path.clone(),
+        path: a.path.to_string(),
         hash: a.hash.clone(),
         size: a.size,
         file_count: a.file_count,
@@ -230,7 +230,7 @@ fn up<'a>(
             Some(s) => Some(s),
             None => ws
                 .store
-                .artifact_version(&a.path, &a.hash)
+                .artifact_version(a.path.as_str(), &a.hash)
                 .await?
                 .and_then(|v| v.step_id),
         };
@@ -258,7 +258,7 @@ fn down<'a>(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Node>> + 'a>> {
     Box::pin(async move {
         let mut n = node(&a, name);
-        for s in ws.store.consumers(&a.path, &a.hash).await? {
+        for s in ws.store.consumers(a.path.as_str(), &a.hash).await? {
             let repeated = !seen.insert(s.id.0);
             let mut sn = step_node(&s, repeated);
             if !repeated {
@@ -295,7 +295,7 @@ pub async fn verify(ws: &Workspace) -> Result<(usize, Vec<Changed>)> {
         let now = now.map(|(h, _)| h.hash.to_hex().to_string());
         if now.as_deref() != Some(a.hash.as_str()) {
             changed.push(Changed {
-                path: a.path.clone(),
+                path: a.path.to_string(),
                 recorded: a.hash.clone(),
                 now,
                 step: a.step_id,

@@ -8,7 +8,7 @@ pub mod gc;
 pub mod ingest;
 pub mod lineage;
 pub mod params;
-pub mod paths;
+
 pub mod pipeline;
 pub mod plan;
 pub mod reattach;

@@ -17,9 +17,9 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 
-use super::paths::RelPath;
 pub use crate::exec::resources::Resources;
 use crate::exec::resources::{parse_mem, parse_time};
+use crate::relpath::RelPath;
 
 /// A parsed, path-checked pipeline (not yet checked as a graph: see `dag`).
 #[derive(Debug, Clone)]

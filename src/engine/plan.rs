@@ -11,10 +11,10 @@ use super::envkey::EnvKey;
 use super::fingerprint::Fingerprint;
 pub use super::fingerprint::Reason;
 use super::params;
-use super::paths::RelPath;
 use super::pipeline::{Action, StageSpec};
 use super::workspace::Workspace;
 use crate::hash::Hashed;
+use crate::relpath::RelPath;
 use crate::store::{StepId, StepRecord};
 
 /// The verdict on one stage.
@@ -298,7 +298,7 @@ impl<'a> Planner<'a> {
                 continue;
             };
             (*total, *is_dir) = (h.file_count(), h.is_dir);
-            let Some(old) = old_inputs.iter().find(|o| o.artifact.path == *path) else {
+            let Some(old) = old_inputs.iter().find(|o| o.artifact.path.as_str() == path) else {
                 continue;
             };
             if !(h.is_dir && old.artifact.is_dir) {
@@ -328,17 +328,13 @@ impl<'a> Planner<'a> {
     async fn check_outputs(&mut self, step: StepId) -> Result<Vec<Reason>> {
         let mut r = Vec::new();
         for o in self.ws.store.step_outputs(step).await? {
-            let path = match RelPath::parse(&o.artifact.path) {
-                Ok(p) => p,
-                Err(_) => continue,
-            };
-            match self.hash(&path).await? {
+            match self.hash(&o.artifact.path).await? {
                 None => r.push(Reason::OutputMissing {
-                    path: o.artifact.path.clone(),
+                    path: o.artifact.path.to_string(),
                 }),
                 Some(h) if h.hash.to_hex().as_str() != o.artifact.hash => {
                     r.push(Reason::OutputModified {
-                        path: o.artifact.path.clone(),
+                        path: o.artifact.path.to_string(),
                     })
                 }
                 Some(_) => {}

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::ingest::ingest;
-use super::paths::RelPath;
 use super::workspace::Workspace;
 use crate::exec::job::{self, JobAction};
 use crate::hash;
@@ -154,8 +153,7 @@ pub async fn recover(ws: &Workspace) -> Result<Recovered> {
             let Some(hex) = spec.input_hashes.get(name) else {
                 continue;
             };
-            let rel = RelPath::parse(path).map_err(|e| anyhow::anyhow!(e))?;
-            let now = ws.hash(&rel).await?;
+            let now = ws.hash(path).await?;
             let now = now.filter(|(h, _)| h.hash.to_hex().as_str() == hex.as_str());
             current.push((name.clone(), path.clone(), hex.clone(), now));
         }
@@ -218,7 +216,7 @@ pub async fn recover(ws: &Workspace) -> Result<Recovered> {
                         if now.map(|(h, _)| h.hash.to_hex().to_string()).as_deref()
                             != Some(o.hash.as_str())
                         {
-                            out.outputs_changed.push(o.path.clone());
+                            out.outputs_changed.push(o.path.to_string());
                         }
                     }
                 }

@@ -1045,7 +1045,7 @@ async fn queue_step(
             (
                 name.clone(),
                 ArtifactVersion {
-                    path: path.as_str(),
+                    path,
                     hash: hex,
                     size: h.size,
                     is_dir: h.is_dir,
@@ -1101,7 +1101,7 @@ async fn queue_step(
         inputs: spec
             .deps
             .iter()
-            .map(|d| (d.name.clone(), d.path.to_string()))
+            .map(|d| (d.name.clone(), d.path.clone()))
             .collect(),
         input_hashes: ev
             .inputs
@@ -1114,7 +1114,7 @@ async fn queue_step(
             .iter()
             .map(|o| JobOutput {
                 name: o.name.clone(),
-                path: o.path.to_string(),
+                path: o.path.clone(),
                 persist: o.persist,
             })
             .collect(),

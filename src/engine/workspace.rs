@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::envkey::EnvKey;
-use super::paths::RelPath;
 use crate::hash::{self, HashStats, Hashed};
+use crate::relpath::RelPath;
 use crate::store::{StepId, Store};
 
 pub struct Workspace {

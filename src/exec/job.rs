@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::relpath::RelPath;
 pub use crate::stages::progress::{Progress, PROGRESS_FILE};
 use crate::store::StepId;
 
@@ -26,7 +27,7 @@ pub enum JobAction {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobOutput {
     pub name: String,
-    pub path: String,
+    pub path: RelPath,
     pub persist: bool,
 }
 
@@ -38,7 +39,7 @@ pub struct JobSpec {
     pub action: JobAction,
     pub params: serde_json::Value,
     /// name -> workspace-relative path.
-    pub inputs: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, RelPath>,
     /// name -> the BLAKE3 the head recorded for that input when it queued
     /// the step, so a stage can key its per-item memo on its inputs without
     /// hashing them again on a compute node.
@@ -81,7 +82,7 @@ pub struct JobRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputResult {
     pub name: String,
-    pub path: String,
+    pub path: RelPath,
     pub hash: String,
     pub size: u64,
     pub is_dir: bool,

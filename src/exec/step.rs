@@ -220,7 +220,7 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec, registry: Registry) -> Result
     // Before anything is deleted or written: where the outputs really are.
     let allowed = confine::allowed_roots(root)?;
     for o in &job.outputs {
-        confine::check_writable(root, &allowed, &job.stage, "output", &o.path)?;
+        confine::check_writable(root, &allowed, &job.stage, "output", o.path.as_str())?;
     }
     if let JobAction::Command { wdir: Some(w), .. } = &job.action {
         confine::check_writable(root, &allowed, &job.stage, "wdir", w)?;

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::Store;
 use crate::hash::statcache::{self, Entry, TreeFile};
+use crate::relpath::RelPath;
 use crate::util::now_ms;
 
 /// A `pipeline run` invocation.
@@ -149,7 +150,7 @@ pub struct StepRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct Artifact {
     pub id: i64,
-    pub path: String,
+    pub path: RelPath,
     pub hash: String,
     pub size: i64,
     pub file_count: i64,
@@ -167,7 +168,7 @@ pub struct Port {
 
 /// An artifact version to record: what hashing produced.
 pub struct ArtifactVersion<'a> {
-    pub path: &'a str,
+    pub path: &'a RelPath,
     pub hash: &'a str,
     pub size: u64,
     pub is_dir: bool,
@@ -226,7 +227,9 @@ fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
 fn artifact_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Artifact> {
     Ok(Artifact {
         id: r.try_get("id")?,
-        path: r.try_get("path")?,
+        path: RelPath::parse(r.try_get("path")?).map_err(|e| {
+            anyhow::anyhow!("the store holds an artifact path that is not valid: {e}")
+        })?,
         hash: r.try_get("hash")?,
         size: r.try_get("size")?,
         file_count: r.try_get("file_count")?,
@@ -369,7 +372,7 @@ impl Store {
             .bind(aid)
             .execute(&mut *tx)
             .await?;
-            put_stat(&mut tx, v.path, v.hash, v.entries).await?;
+            put_stat(&mut tx, v.path.as_str(), v.hash, v.entries).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -700,7 +703,7 @@ async fn artifact_id(
             "SELECT id FROM artifacts WHERE path = ? AND hash = ? \
              ORDER BY step_id IS NULL, id DESC LIMIT 1",
         )
-        .bind(v.path)
+        .bind(v.path.as_str())
         .bind(v.hash)
         .fetch_optional(&mut **tx)
         .await?;
@@ -719,7 +722,7 @@ async fn artifact_id(
         "INSERT INTO artifacts (path, hash, size, file_count, is_dir, recorded_at, step_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(v.path)
+    .bind(v.path.as_str())
     .bind(v.hash)
     .bind(v.size as i64)
     .bind(v.entries.len() as i64)

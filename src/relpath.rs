@@ -1,4 +1,8 @@
-//! Workspace-relative paths: parsed once, normalised, never escaping the workspace.
+//! Workspace-relative paths: parsed once, normalised, never escaping the
+//! workspace. Every record that names a path (the pipeline, job.json,
+//! result.json, the store) holds a [`RelPath`]; reading one back validates
+//! it again, so a damaged record is an error, never a path outside the
+//! workspace.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -7,8 +11,27 @@ use serde::{Deserialize, Serialize};
 
 /// A normalised, '/'-separated path inside the workspace ("data/elements").
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct RelPath(String);
+
+impl TryFrom<String> for RelPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        RelPath::parse(&s)
+    }
+}
+
+impl From<RelPath> for String {
+    fn from(p: RelPath) -> String {
+        p.0
+    }
+}
+
+impl AsRef<Path> for RelPath {
+    fn as_ref(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
 
 impl RelPath {
     /// Parses `s`; the error says why it is not a workspace path.
@@ -90,6 +113,15 @@ mod tests {
             .unwrap_err()
             .contains("absolute"));
         assert!(RelPath::parse(".").is_err());
+    }
+
+    #[test]
+    fn a_record_holding_a_bad_path_does_not_read() {
+        let p: RelPath = serde_json::from_str(r#""data/./x""#).unwrap();
+        assert_eq!(p.as_str(), "data/x");
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#""data/x""#);
+        let e = serde_json::from_str::<RelPath>(r#""../../etc/passwd""#).unwrap_err();
+        assert!(e.to_string().contains("escapes the workspace"), "{e}");
     }
 
     #[test]
