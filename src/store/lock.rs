@@ -6,10 +6,37 @@
 //! taken silently: `pipeline unlock` clears it once a person has checked.
 
 use anyhow::{bail, Result};
-use sqlx::Row;
 
 use super::Store;
 use crate::util::{hostname, now_ms, process_alive, process_start};
+
+/// The lock's row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct LockRow {
+    pid: i64,
+    pid_start: Option<i64>,
+    host: String,
+    started_at: i64,
+    command: String,
+}
+
+const LOCK_ROW: &str = "SELECT pid, pid_start, host, started_at, command FROM lock WHERE id = 1";
+
+impl LockRow {
+    /// Whether the holder is a live process on this host.
+    fn alive_here(&self) -> bool {
+        self.host == hostname() && process_alive(self.pid as u32, self.pid_start)
+    }
+
+    fn stale(self) -> Stale {
+        Stale {
+            pid: self.pid,
+            host: self.host,
+            started_at: self.started_at,
+            command: self.command,
+        }
+    }
+}
 
 /// The holder of a lock that was taken over.
 #[derive(Debug, Clone)]
@@ -40,26 +67,19 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
-            let row = sqlx::query(
-                "SELECT pid, pid_start, host, started_at, command FROM lock WHERE id = 1",
-            )
-            .fetch_optional(&mut *conn)
-            .await?;
+            let row: Option<LockRow> = sqlx::query_as(LOCK_ROW).fetch_optional(&mut *conn).await?;
             let mut stale = None;
             if let Some(r) = row {
-                let pid: i64 = r.try_get("pid")?;
-                let pid_start: Option<i64> = r.try_get("pid_start")?;
-                let holder_host: String = r.try_get("host")?;
-                let started_at: i64 = r.try_get("started_at")?;
-                let cmd: String = r.try_get("command")?;
-                if holder_host != host {
+                let (pid, started_at) = (r.pid, r.started_at);
+                let (holder_host, cmd) = (&r.host, &r.command);
+                if *holder_host != host {
                     bail!(
                         "the workspace is locked by pid {pid} on host {holder_host} ({cmd}), \
                          started {}; if that process is gone, run `pipeline unlock`",
                         crate::util::human_ms(now_ms() - started_at) + " ago"
                     );
                 }
-                if pid as u32 != me && process_alive(pid as u32, pid_start) {
+                if pid as u32 != me && process_alive(pid as u32, r.pid_start) {
                     bail!(
                         "the workspace is locked by a running `{cmd}` (pid {pid}, started {} ago); \
                          wait for it to finish or stop it",
@@ -67,12 +87,7 @@ impl Store {
                     );
                 }
                 if pid as u32 != me {
-                    stale = Some(Stale {
-                        pid,
-                        host: holder_host,
-                        started_at,
-                        command: cmd,
-                    });
+                    stale = Some(r.stale());
                 }
             }
             sqlx::query(
@@ -96,17 +111,8 @@ impl Store {
 
     /// Whether the lock is held by a live process on this host.
     pub async fn lock_holder_alive_here(&self) -> Result<bool> {
-        let row = sqlx::query("SELECT pid, pid_start, host FROM lock WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => {
-                let host: String = r.try_get("host")?;
-                host == hostname()
-                    && process_alive(r.try_get::<i64, _>("pid")? as u32, r.try_get("pid_start")?)
-            }
-            None => false,
-        })
+        let row: Option<LockRow> = sqlx::query_as(LOCK_ROW).fetch_optional(&self.pool).await?;
+        Ok(row.is_some_and(|r| r.alive_here()))
     }
 
     /// Whether any process holds the lock (on this host or another).
@@ -135,30 +141,21 @@ impl Store {
     /// second run beside it would take its steps. A holder on another host
     /// cannot be checked from here; the caller says so.
     pub async fn unlock_any(&self) -> Result<Option<Stale>> {
-        let row =
-            sqlx::query("SELECT pid, pid_start, host, started_at, command FROM lock WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<LockRow> = sqlx::query_as(LOCK_ROW).fetch_optional(&self.pool).await?;
         let Some(r) = row else {
             return Ok(None);
         };
-        let holder = Stale {
-            pid: r.try_get("pid")?,
-            host: r.try_get("host")?,
-            started_at: r.try_get("started_at")?,
-            command: r.try_get("command")?,
-        };
-        let pid_start: Option<i64> = r.try_get("pid_start")?;
-        if holder.host == hostname() && process_alive(holder.pid as u32, pid_start) {
+        if r.alive_here() {
             bail!(
                 "the workspace is locked by a running `{}` (pid {} on this host, started {} ago); \
                  stop that process instead (`pipeline unlock` is for a holder on another host, \
                  which this machine cannot check)",
-                holder.command,
-                holder.pid,
-                crate::util::human_ms(now_ms() - holder.started_at)
+                r.command,
+                r.pid,
+                crate::util::human_ms(now_ms() - r.started_at)
             );
         }
+        let holder = r.stale();
         sqlx::query("DELETE FROM lock WHERE id = 1 AND pid = ? AND host = ?")
             .bind(holder.pid)
             .bind(&holder.host)

@@ -17,7 +17,10 @@ use crate::util::now_ms;
 pub struct RunId(pub i64);
 
 /// One execution of a stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
+#[sqlx(transparent)]
 pub struct StepId(pub i64);
 
 impl fmt::Display for StepId {
@@ -64,6 +67,13 @@ impl StepStatus {
             self,
             StepStatus::Succeeded | StepStatus::Failed | StepStatus::Interrupted
         )
+    }
+}
+
+impl TryFrom<String> for StepStatus {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        StepStatus::parse(&s).map_err(|e| e.to_string())
     }
 }
 
@@ -114,8 +124,8 @@ pub struct NewStep<'a> {
     pub executor: &'a str,
 }
 
-/// A step as recorded.
-#[derive(Debug, Clone, Serialize)]
+/// A step as recorded (a row of `steps`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StepRecord {
     pub id: StepId,
     pub run_id: i64,
@@ -127,6 +137,7 @@ pub struct StepRecord {
     pub params_json: String,
     pub env_json: String,
     pub outs_json: String,
+    #[sqlx(try_from = "String")]
     pub status: StepStatus,
     pub reason: Option<String>,
     pub error: Option<String>,
@@ -146,10 +157,11 @@ pub struct StepRecord {
     pub peak_rss_kb: Option<i64>,
 }
 
-/// One recorded version of an artifact.
-#[derive(Debug, Clone, Serialize)]
+/// One recorded version of an artifact (a row of `artifacts`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Artifact {
     pub id: i64,
+    #[sqlx(try_from = "String")]
     pub path: RelPath,
     pub hash: String,
     pub size: i64,
@@ -160,9 +172,10 @@ pub struct Artifact {
 }
 
 /// An input or output of a step: its declared name and the artifact version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Port {
     pub name: String,
+    #[sqlx(flatten)]
     pub artifact: Artifact,
 }
 
@@ -192,52 +205,6 @@ const STEP_COLUMNS: &str = "id, run_id, stage, kind, fingerprint, code_version, 
     peak_rss_kb";
 
 const ARTIFACT_COLUMNS: &str = "id, path, hash, size, file_count, is_dir, recorded_at, step_id";
-
-fn step_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StepRecord> {
-    Ok(StepRecord {
-        id: StepId(r.try_get("id")?),
-        run_id: r.try_get("run_id")?,
-        stage: r.try_get("stage")?,
-        kind: r.try_get("kind")?,
-        fingerprint: r.try_get("fingerprint")?,
-        code_version: r.try_get("code_version")?,
-        command: r.try_get("command")?,
-        params_json: r.try_get("params_json")?,
-        env_json: r.try_get("env_json")?,
-        outs_json: r.try_get("outs_json")?,
-        status: StepStatus::parse(r.try_get("status")?)?,
-        reason: r.try_get("reason")?,
-        error: r.try_get("error")?,
-        exit_code: r.try_get("exit_code")?,
-        executor: r.try_get("executor")?,
-        host: r.try_get("host")?,
-        pid: r.try_get("pid")?,
-        pid_start: r.try_get("pid_start")?,
-        slurm_job_id: r.try_get("slurm_job_id")?,
-        slurm_state: r.try_get("slurm_state")?,
-        attempts: r.try_get("attempts")?,
-        slurm_requeues: r.try_get("slurm_requeues")?,
-        queued_at: r.try_get("queued_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        peak_rss_kb: r.try_get("peak_rss_kb")?,
-    })
-}
-
-fn artifact_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Artifact> {
-    Ok(Artifact {
-        id: r.try_get("id")?,
-        path: RelPath::parse(r.try_get("path")?).map_err(|e| {
-            anyhow::anyhow!("the store holds an artifact path that is not valid: {e}")
-        })?,
-        hash: r.try_get("hash")?,
-        size: r.try_get("size")?,
-        file_count: r.try_get("file_count")?,
-        is_dir: r.try_get::<i64, _>("is_dir")? != 0,
-        recorded_at: r.try_get("recorded_at")?,
-        step_id: r.try_get("step_id")?,
-    })
-}
 
 impl Store {
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId> {
@@ -490,35 +457,34 @@ impl Store {
     }
 
     pub async fn step(&self, id: StepId) -> Result<StepRecord> {
-        let r = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?"))
+        sqlx::query_as(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?"))
             .bind(id.0)
             .fetch_optional(&self.pool)
             .await?
-            .with_context(|| format!("no step {id} in the store"))?;
-        step_from_row(&r)
+            .with_context(|| format!("no step {id} in the store"))
     }
 
     /// The newest successful step of `stage`.
     pub async fn latest_success(&self, stage: &str) -> Result<Option<StepRecord>> {
-        let r = sqlx::query(&format!(
+        let r = sqlx::query_as(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? AND status = 'succeeded' \
              ORDER BY id DESC LIMIT 1"
         ))
         .bind(stage)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(step_from_row).transpose()
+        Ok(r)
     }
 
     /// The newest step of `stage`, whatever its status.
     pub async fn latest_step(&self, stage: &str) -> Result<Option<StepRecord>> {
-        let r = sqlx::query(&format!(
+        let r = sqlx::query_as(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? ORDER BY id DESC LIMIT 1"
         ))
         .bind(stage)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(step_from_row).transpose()
+        Ok(r)
     }
 
     /// Earlier steps of `stage` with this fingerprint that did not succeed
@@ -544,12 +510,12 @@ impl Store {
 
     /// Steps that were queued or running when their head process stopped.
     pub async fn unfinished_steps(&self) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE status IN ('queued', 'running') ORDER BY id"
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(step_from_row).collect()
+        Ok(rows)
     }
 
     /// Marks a step that will not finish, with the reason.
@@ -573,7 +539,7 @@ impl Store {
     }
 
     async fn ports(&self, table: &str, id: StepId) -> Result<Vec<Port>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as(&format!(
             "SELECT p.name AS name, a.id AS id, a.path AS path, a.hash AS hash, a.size AS size, \
              a.file_count AS file_count, a.is_dir AS is_dir, a.recorded_at AS recorded_at, \
              a.step_id AS step_id FROM {table} p JOIN artifacts a ON a.id = p.artifact_id \
@@ -582,31 +548,24 @@ impl Store {
         .bind(id.0)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Port {
-                    name: r.try_get("name")?,
-                    artifact: artifact_from_row(r)?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// The newest recorded version of the artifact at `path`.
     pub async fn latest_artifact(&self, path: &str) -> Result<Option<Artifact>> {
-        let r = sqlx::query(&format!(
+        let r = sqlx::query_as(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE path = ? ORDER BY id DESC LIMIT 1"
         ))
         .bind(path)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(artifact_from_row).transpose()
+        Ok(r)
     }
 
     /// The version of `path` with content `hash` that a step produced, else
     /// the first version recorded with that content.
     pub async fn artifact_version(&self, path: &str, hash: &str) -> Result<Option<Artifact>> {
-        let r = sqlx::query(&format!(
+        let r = sqlx::query_as(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE path = ? AND hash = ? \
              ORDER BY step_id IS NULL, id DESC LIMIT 1"
         ))
@@ -614,34 +573,34 @@ impl Store {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await?;
-        r.as_ref().map(artifact_from_row).transpose()
+        Ok(r)
     }
 
     /// The newest version of every artifact a step produced.
     /// The newest recorded version of every artifact path, sources included.
     pub async fn recorded_artifacts(&self) -> Result<Vec<Artifact>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN \
              (SELECT MAX(id) FROM artifacts GROUP BY path) ORDER BY path"
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(artifact_from_row).collect()
+        Ok(rows)
     }
 
     pub async fn produced_artifacts(&self) -> Result<Vec<Artifact>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as(&format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN \
              (SELECT MAX(id) FROM artifacts WHERE step_id IS NOT NULL GROUP BY path) ORDER BY path"
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(artifact_from_row).collect()
+        Ok(rows)
     }
 
     /// Steps that read the artifact at `path` with content `hash`.
     pub async fn consumers(&self, path: &str, hash: &str) -> Result<Vec<StepRecord>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as(&format!(
             "SELECT {} FROM steps s WHERE s.id IN (SELECT i.step_id FROM step_inputs i \
              JOIN artifacts a ON a.id = i.artifact_id WHERE a.path = ? AND a.hash = ?) \
              AND s.status = 'succeeded' ORDER BY s.id",
@@ -655,7 +614,7 @@ impl Store {
         .bind(hash)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(step_from_row).collect()
+        Ok(rows)
     }
 
     /// The stat-cache row of `path`: the hash and the entries it was computed from.
