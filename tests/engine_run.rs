@@ -338,3 +338,64 @@ fn a_running_steps_progress_is_shown_by_the_run_and_by_status() {
         "{err}"
     );
 }
+
+/// `run --json` writes the step lifecycle as one JSON event per line on
+/// stdout: each step's start (with its pid) and end (a failure with its exit
+/// code), the stages it did not run, then the summary; a dry run says what
+/// would run, with each reason typed.
+#[test]
+fn run_json_writes_the_step_lifecycle_as_events() {
+    let ws = Ws::new(
+        "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n  \
+         b:\n    cmd: exit 3\n    deps: [a.txt]\n    outs: [b.txt]\n  \
+         c:\n    cmd: cp b.txt c.txt\n    deps: [b.txt]\n    outs: [c.txt]\n",
+    );
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let (_, out, _) = ws.run(args);
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let dry = events(&["run", "--dry-run", "--json"]);
+    assert_eq!(dry[0]["event"], "would_run", "{dry:?}");
+    assert_eq!(dry[0]["stage"], "a");
+    assert_eq!(dry[0]["reasons"][0]["reason"], "never_ran");
+    assert_eq!(dry.last().unwrap()["event"], "summary");
+    assert_eq!(dry.last().unwrap()["dry_run"], true);
+
+    let ev = events(&["run", "--json"]);
+    let kinds: Vec<String> = ev
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["event"].as_str().unwrap(),
+                e["stage"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "started a",
+            "finished a",
+            "started b",
+            "finished b",
+            "blocked c",
+            "summary "
+        ],
+        "{ev:?}"
+    );
+    assert!(ev[0]["pid"].is_u64(), "{ev:?}");
+    assert_eq!(ev[1]["status"], "succeeded");
+    assert!(ev[1]["elapsed_ms"].is_u64());
+    assert!(
+        ev[1].get("exit_code").is_none(),
+        "a success has no failure kind"
+    );
+    assert_eq!(ev[3]["status"], "failed");
+    assert_eq!(ev[3]["exit_code"], 3);
+    assert_eq!(ev[5]["ran"], serde_json::json!(["a"]));
+    assert_eq!(ev[5]["failed"], serde_json::json!(["b"]));
+    assert_eq!(ev[5]["blocked"], serde_json::json!(["c"]));
+}

@@ -233,3 +233,84 @@ fn an_error_mid_run_stops_the_running_steps_and_closes_the_run() {
     let why = slow["last_step"]["error"].as_str().unwrap_or_default();
     assert!(why.contains("the run failed"), "{why}");
 }
+
+/// Reads `run --json`'s lines.
+fn events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `run --json` tells the lifecycle as typed events: a step re-attached by
+/// pid, a step stopped by a signal as `interrupted`, then the summary.
+#[test]
+fn run_json_tells_reattach_and_interruption_as_events() {
+    let ws = Ws::new(
+        "stages:\n  slow:\n    cmd: sleep $(cat delay); echo done > out.txt\n    outs: [out.txt]\n",
+    );
+    ws.write("delay", "1.5");
+    let mut head = ws
+        .cmd()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
+    head.kill().unwrap();
+    head.wait().unwrap();
+    let job = ws.job_pid(1);
+    let (code, out, err) = ws.run(&["run", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ev = events(&out);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "note", "the lock take-over: {ev:?}");
+    assert!(
+        ev[0]["text"].as_str().unwrap().contains("took over"),
+        "{ev:?}"
+    );
+    assert_eq!(ev[1]["event"], "reattached", "{ev:?}");
+    assert_eq!(ev[1]["stage"], "slow");
+    assert_eq!(ev[1]["step"], 1);
+    assert_eq!(ev[1]["pid"], job);
+    assert_eq!(ev.last().unwrap()["event"], "summary");
+    assert_eq!(
+        ev.last().unwrap()["interrupted_by"],
+        serde_json::Value::Null
+    );
+
+    // A run stopped by SIGTERM: its step is `interrupted`, and the run says why.
+    ws.write("delay", "30");
+    let mut head = ws
+        .cmd()
+        .args(["run", "--force", "slow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ws.path(".pipeline/steps/2/pid"), 20);
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(head.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    use std::io::Read;
+    head.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(head.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    let ev = events(&out);
+    let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["started", "stopping", "interrupted", "summary"],
+        "{ev:?}"
+    );
+    assert_eq!(ev[0]["step"], 2);
+    assert!(ev[0]["pid"].is_u64(), "a local step names its pid: {ev:?}");
+    assert_eq!(ev[0]["reasons"][0]["reason"], "forced");
+    assert_eq!(ev[1]["why"], "interrupted by SIGTERM");
+    assert_eq!(ev[2]["step"], 2);
+    assert_eq!(ev[2]["why"], "interrupted by SIGTERM");
+    assert_eq!(ev[3]["interrupted_by"], libc::SIGTERM);
+}

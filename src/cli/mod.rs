@@ -172,6 +172,11 @@ struct RunArgs {
     /// (the next run re-attaches to them) instead of cancelling them.
     #[arg(long)]
     detach: bool,
+    /// Write the step lifecycle as JSON lines on stdout (one event per line:
+    /// started, requeued, resubmitted, reattached, finished, interrupted, ...;
+    /// then a summary) instead of words on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -544,7 +549,11 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
                 .unwrap_or_else(|| dag.pipeline.config_dir.join("cluster.yaml")),
         )?,
     };
-    let rep = report::TermReporter::new();
+    let rep = if a.json {
+        report::RunDisplay::Json(report::JsonReporter::new())
+    } else {
+        report::RunDisplay::Term(report::TermReporter::new())
+    };
     // A dry run beside a live run only reads: it neither waits for that run
     // nor writes to the store it is writing.
     if opts.dry_run && ws.store.is_locked().await? {

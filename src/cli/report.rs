@@ -85,7 +85,71 @@ impl TermReporter {
 impl Reporter for TermReporter {
     fn event(&self, e: Event) {
         match e {
-            Event::Message(m) => self.note(&m),
+            Event::Note { text } => self.note(&text),
+            Event::Stopping { why } => self.note(&format!("{why}: stopping the running steps")),
+            Event::Detached { slurm_jobs } => self.note(&format!(
+                "--detach: left Slurm jobs {} running; the next `pipeline run` re-attaches to them",
+                slurm_jobs.join(", ")
+            )),
+            Event::Requeued {
+                stage,
+                slurm_job,
+                restarted,
+                attempt,
+                ..
+            } => self.note(&if restarted {
+                format!(
+                    "{stage}: Slurm requeued job {slurm_job} after it started; it started again \
+                     (attempt {attempt})"
+                )
+            } else {
+                format!(
+                    "{stage}: Slurm put job {slurm_job} back in the queue after it started; \
+                     following it"
+                )
+            }),
+            Event::Resubmitted {
+                stage,
+                slurm_job,
+                ended,
+                new_job,
+                attempt,
+                max_attempts,
+                ..
+            } => self.note(&format!(
+                "{stage}: Slurm job {slurm_job} ended {ended}; resubmitted as job {new_job} \
+                 (attempt {attempt} of {max_attempts})"
+            )),
+            Event::Reattached {
+                stage,
+                step,
+                slurm_job,
+                slurm_state,
+                pid,
+            } => self.note(&match (slurm_job, pid) {
+                (Some(job), _) => format!(
+                    "re-attaching to step {step} ({stage}), Slurm job {job} {}",
+                    slurm_state.unwrap_or_default()
+                ),
+                (None, pid) => format!(
+                    "re-attaching to step {step} ({stage}), still running as pid {}",
+                    pid.map(|p| p.to_string()).unwrap_or_default()
+                ),
+            }),
+            Event::RecordedLate {
+                stage,
+                step,
+                status,
+            } => self.note(&format!(
+                "recorded step {step} ({stage}), which finished after its head process stopped: \
+                 {status}"
+            )),
+            Event::Interrupted { stage, step, why } => {
+                if let Some(pb) = self.bars.lock().expect("reporter lock").remove(&step) {
+                    pb.finish_and_clear();
+                }
+                self.note(&format!("  stopped     {stage} (step {step}): {why}"))
+            }
             Event::UpToDate { stage } => self.note(&format!("  up to date  {stage}")),
             Event::WouldRun { stage, reasons } => {
                 let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
@@ -96,6 +160,7 @@ impl Reporter for TermReporter {
                 stage,
                 step,
                 reasons,
+                ..
             } => {
                 let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
                 if self.tty {
@@ -119,6 +184,7 @@ impl Reporter for TermReporter {
                 status,
                 elapsed,
                 error,
+                ..
             } => {
                 if let Some(pb) = self.bars.lock().expect("reporter lock").remove(&step) {
                     pb.finish_and_clear();
@@ -160,6 +226,81 @@ impl Reporter for TermReporter {
                     self.note(&format!("  progress    {stage}: {}", progress.text()));
                 }
             }
+        }
+    }
+}
+
+/// `run --json`: every event as one JSON line on stdout (`{"event":
+/// "started", "stage": ..., "step": ...}`), then a `summary` line; nothing
+/// else is written there.
+pub struct JsonReporter {
+    out: Mutex<std::io::Stdout>,
+}
+
+impl JsonReporter {
+    pub fn new() -> Self {
+        JsonReporter {
+            out: Mutex::new(std::io::stdout()),
+        }
+    }
+
+    fn line(&self, v: &impl serde::Serialize) {
+        use std::io::Write;
+        let mut out = self.out.lock().expect("reporter lock");
+        if let Ok(text) = serde_json::to_string(v) {
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    pub fn finish(&self, s: &Summary, dry_run: bool) {
+        self.line(&serde_json::json!({
+            "event": "summary",
+            "dry_run": dry_run,
+            "ran": s.ran,
+            "up_to_date": s.up_to_date,
+            "failed": s.failed,
+            "blocked": s.blocked,
+            "interrupted_by": s.interrupted,
+        }));
+    }
+}
+
+impl Reporter for JsonReporter {
+    fn event(&self, e: Event) {
+        self.line(&e);
+    }
+}
+
+/// The run's display: words on the terminal, or JSON lines.
+pub enum RunDisplay {
+    Term(TermReporter),
+    Json(JsonReporter),
+}
+
+impl RunDisplay {
+    pub fn note(&self, text: &str) {
+        match self {
+            RunDisplay::Term(t) => t.note(text),
+            RunDisplay::Json(j) => j.event(Event::Note {
+                text: text.to_string(),
+            }),
+        }
+    }
+
+    pub fn finish(&self, s: &Summary, dry_run: bool) {
+        match self {
+            RunDisplay::Term(t) => t.finish(s, dry_run),
+            RunDisplay::Json(j) => j.finish(s, dry_run),
+        }
+    }
+}
+
+impl Reporter for RunDisplay {
+    fn event(&self, e: Event) {
+        match self {
+            RunDisplay::Term(t) => t.event(e),
+            RunDisplay::Json(j) => j.event(e),
         }
     }
 }

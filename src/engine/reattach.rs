@@ -87,12 +87,13 @@ pub async fn recover(
         let dir = ws.step_dir(s.id);
         if let Some(job) = &s.slurm_job_id {
             if states.get(job).is_some_and(|st| st.is_active()) {
-                rep.event(Event::Message(format!(
-                    "re-attaching to step {} ({}), Slurm job {job} {}",
-                    s.id,
-                    s.stage,
-                    states[job].name()
-                )));
+                rep.event(Event::Reattached {
+                    stage: s.stage.clone(),
+                    step: s.id,
+                    slurm_job: Some(job.clone()),
+                    slurm_state: Some(states[job].name()),
+                    pid: None,
+                });
                 follow.push(Reattach {
                     step: s.id,
                     stage: s.stage.clone(),
@@ -106,10 +107,13 @@ pub async fn recover(
             if let Some((pid, start)) =
                 local_process(ws, &s).filter(|(p, st)| process_alive(*p, *st))
             {
-                rep.event(Event::Message(format!(
-                    "re-attaching to step {} ({}), still running as pid {pid}",
-                    s.id, s.stage
-                )));
+                rep.event(Event::Reattached {
+                    stage: s.stage.clone(),
+                    step: s.id,
+                    slurm_job: None,
+                    slurm_state: None,
+                    pid: Some(pid),
+                });
                 while process_alive(pid, start) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -124,10 +128,11 @@ pub async fn recover(
         }
         if job::read_result(&dir)?.is_some() {
             let st = ingest(ws, s.id, None).await?;
-            rep.event(Event::Message(format!(
-                "recorded step {} ({}), which finished after its head process stopped: {st}",
-                s.id, s.stage
-            )));
+            rep.event(Event::RecordedLate {
+                stage: s.stage.clone(),
+                step: s.id,
+                status: st,
+            });
         } else {
             ws.store
                 .mark_step(
@@ -136,10 +141,12 @@ pub async fn recover(
                     "the head process stopped before the step finished",
                 )
                 .await?;
-            rep.event(Event::Message(format!(
-                "step {} ({}) was interrupted when its head process stopped; it will run again if still needed",
-                s.id, s.stage
-            )));
+            rep.event(Event::Interrupted {
+                stage: s.stage.clone(),
+                step: s.id,
+                why: "interrupted when its head process stopped; it runs again if still needed"
+                    .into(),
+            });
         }
     }
     Ok(follow)
@@ -165,10 +172,13 @@ pub(crate) async fn count_requeues(
         *attempts += seen - *requeues;
         *requeues = seen;
         ws.store.set_attempts(step, *attempts, *requeues).await?;
-        rep.event(Event::Message(format!(
-            "{name}: Slurm requeued job {job} after it started; it started again (attempt {})",
-            *attempts
-        )));
+        rep.event(Event::Requeued {
+            stage: name.to_string(),
+            step,
+            slurm_job: job.to_string(),
+            restarted: true,
+            attempt: *attempts,
+        });
     }
     Ok(starts)
 }

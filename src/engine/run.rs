@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::dag::Dag;
@@ -58,10 +59,17 @@ impl ExecutorKind {
     }
 }
 
-/// What happened, for the person watching.
-#[derive(Debug, Clone)]
+/// The step lifecycle and the run's other news, typed: the terminal display
+/// words each event for a person, and `run --json` writes each as one JSON
+/// line (`{"event": "started", ...}`), so scripts and tests read states, not
+/// sentences.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Message(String),
+    /// A note for the person watching that no script needs to act on.
+    Note {
+        text: String,
+    },
     UpToDate {
         stage: String,
     },
@@ -75,17 +83,83 @@ pub enum Event {
         stage: String,
         why: String,
     },
+    /// The step was queued and handed to its executor: a local process
+    /// (`pid`) or a Slurm job (`slurm_job`, submitted).
     Started {
         stage: String,
         step: StepId,
         reasons: Vec<Reason>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slurm_job: Option<String>,
+    },
+    /// Slurm put a started job back in the queue (`restarted: false`: it
+    /// waits again) or it started again (`restarted: true`, one more attempt).
+    Requeued {
+        stage: String,
+        step: StepId,
+        slurm_job: String,
+        restarted: bool,
+        attempt: u32,
+    },
+    /// The Slurm job ended in a state worth another try (preempted, node
+    /// failure) and the step was submitted again.
+    Resubmitted {
+        stage: String,
+        step: StepId,
+        slurm_job: String,
+        ended: String,
+        new_job: String,
+        attempt: u32,
+        max_attempts: u32,
+    },
+    /// A step an earlier head started is followed again: its Slurm job, or
+    /// its process on this host.
+    Reattached {
+        stage: String,
+        step: StepId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slurm_job: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slurm_state: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    /// A step that finished after its head process stopped, now recorded.
+    RecordedLate {
+        stage: String,
+        step: StepId,
+        status: StepStatus,
     },
     Finished {
         stage: String,
         step: StepId,
         status: StepStatus,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
+        #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// How a failed step ended: its exit code, or its Slurm state.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slurm_state: Option<String>,
+    },
+    /// A step stopped without finishing (its head stopped, or this run was
+    /// interrupted); it runs again when still needed.
+    Interrupted {
+        stage: String,
+        step: StepId,
+        why: String,
+    },
+    /// The run stops its running steps: after a signal or an error.
+    Stopping {
+        why: String,
+    },
+    /// `--detach`: these Slurm jobs were left running.
+    Detached {
+        slurm_jobs: Vec<String>,
     },
     Blocked {
         stage: String,
@@ -98,6 +172,10 @@ pub enum Event {
         step: StepId,
         progress: job::Progress,
     },
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// How often the head reads its running steps' progress files.
@@ -491,6 +569,8 @@ pub async fn run(
                                 status: StepStatus::Failed,
                                 elapsed: Duration::ZERO,
                                 error: Some(why),
+                                exit_code: None,
+                                slurm_state: None,
                             });
                             if !opts.keep_going {
                                 stop_launching = true;
@@ -516,10 +596,12 @@ pub async fn run(
                         free_gpus.drain(..n).collect()
                     } else {
                         if want_gpus > 0 {
-                            rep.event(Event::Message(format!(
-                                "{} asks for {want_gpus} GPU(s) and this machine has none: it runs on the CPU",
-                                spec.name
-                            )));
+                            rep.event(Event::Note {
+                                text: format!(
+                                    "{} asks for {want_gpus} GPU(s) and this machine has none: it runs on the CPU",
+                                    spec.name
+                                ),
+                            });
                         }
                         Vec::new()
                     };
@@ -560,8 +642,14 @@ pub async fn run(
                         stage: spec.name.clone(),
                         step,
                         reasons,
+                        pid: Some(pid),
+                        slurm_job: None,
                     });
                     continue;
+                };
+                let slurm_job = match &how {
+                    How::Slurm { job, .. } => Some(job.clone()),
+                    How::Local { .. } => None,
                 };
                 running.insert(
                     step,
@@ -580,6 +668,8 @@ pub async fn run(
                     stage: spec.name.clone(),
                     step,
                     reasons,
+                    pid: None,
+                    slurm_job,
                 });
             }
         }
@@ -613,7 +703,7 @@ pub async fn run(
                             let mut child = exec.spawn(step, &ws.step_dir(step), &slots)?;
                             let pid = child.id().context("the gathering process has no pid")?;
                             r.how = How::Local { pid };
-                            rep.event(Event::Message(format!("{}: every shard finished; gathering here", r.name)));
+                            rep.event(Event::Note { text: format!("{}: every shard finished; gathering here", r.name) });
                             tasks.spawn(async move { (step, child.wait().await) });
                         }
                     }
@@ -621,17 +711,14 @@ pub async fn run(
                 done
             }
             (sig, name) = &mut stop => {
-                rep.event(Event::Message(format!("interrupted by {name}: stopping the running steps")));
+                rep.event(Event::Stopping { why: format!("interrupted by {name}") });
                 if opts.detach {
                     let kept = detach_slurm(&mut running);
                     if !kept.is_empty() {
-                        rep.event(Event::Message(format!(
-                            "--detach: left Slurm jobs {} running; the next `pipeline run` re-attaches to them",
-                            kept.join(", ")
-                        )));
+                        rep.event(Event::Detached { slurm_jobs: kept });
                     }
                 }
-                interrupt(ws, &slurm, &mut running, &mut tasks, &format!("interrupted by {name}")).await?;
+                interrupt(ws, &slurm, &mut running, &mut tasks, &format!("interrupted by {name}"), rep).await?;
                 summary.interrupted = Some(sig);
                 ws.store.set_slurm_calls(run_id, slurm.calls()).await?;
                 ws.store.finish_run(run_id, RunStatus::Interrupted).await?;
@@ -650,12 +737,15 @@ pub async fn run(
                 }
             }
             let rec = ws.store.step(step).await?;
+            let failed = status != StepStatus::Succeeded;
             rep.event(Event::Finished {
                 stage: r.name.clone(),
                 step: r.step,
                 status,
                 elapsed: r.started.elapsed(),
                 error: rec.error,
+                exit_code: rec.exit_code.filter(|_| failed),
+                slurm_state: rec.slurm_state.filter(|_| failed),
             });
             let Some(i) = r.stage.filter(|i| state.contains_key(i)) else {
                 continue;
@@ -680,12 +770,12 @@ pub async fn run(
         Ok(false) => {}
         Err(e) => {
             if !running.is_empty() {
-                rep.event(Event::Message(format!(
-                    "stopping the running steps after an error: {e:#}"
-                )));
+                rep.event(Event::Stopping {
+                    why: format!("after an error: {e:#}"),
+                });
             }
             let why = format!("stopped: the run failed ({e:#})");
-            if let Err(stop) = interrupt(ws, &slurm, &mut running, &mut tasks, &why).await {
+            if let Err(stop) = interrupt(ws, &slurm, &mut running, &mut tasks, &why, rep).await {
                 tracing::warn!("stopping the steps after an error: {stop:#}");
             }
             let _ = ws.store.set_slurm_calls(run_id, slurm.calls()).await;
@@ -820,10 +910,13 @@ async fn poll_slurm(
             let before = std::mem::replace(starts_seen, starts);
             if queued && starts > *requeues && starts == before && starts > *told_queued {
                 *told_queued = starts;
-                rep.event(Event::Message(format!(
-                    "{}: Slurm put job {job} back in the queue after it started; following it",
-                    r.name
-                )));
+                rep.event(Event::Requeued {
+                    stage: r.name.clone(),
+                    step: r.step,
+                    slurm_job: job.clone(),
+                    restarted: false,
+                    attempt: *attempts,
+                });
             }
         }
         if now.as_ref().is_some_and(JobState::is_active) {
@@ -899,12 +992,15 @@ async fn poll_slurm(
                 .map(|i| &dag.stages()[i])
                 .context("a resubmitted step has no stage")?;
             let new_job = submit(ws, slurm, spec, r.step, *array).await?;
-            rep.event(Event::Message(format!(
-                "{}: Slurm job {job} ended {shown}; resubmitted as job {new_job} (attempt {} of {})",
-                r.name,
-                *attempts + 1,
-                slurm.cfg.max_retries + 1
-            )));
+            rep.event(Event::Resubmitted {
+                stage: r.name.clone(),
+                step: r.step,
+                slurm_job: job.clone(),
+                ended: shown.clone(),
+                new_job: new_job.clone(),
+                attempt: *attempts + 1,
+                max_attempts: slurm.cfg.max_retries + 1,
+            });
             *attempts += 1;
             // The new job has not started yet.
             *requeues = 0;
@@ -989,6 +1085,7 @@ async fn interrupt(
     running: &mut BTreeMap<StepId, Running>,
     tasks: &mut JoinSet<(StepId, std::io::Result<std::process::ExitStatus>)>,
     why: &str,
+    rep: &dyn Reporter,
 ) -> Result<()> {
     let jobs = slurm_jobs(running);
     if let Err(e) = slurm.cancel(&jobs).await {
@@ -1008,8 +1105,13 @@ async fn interrupt(
             signal_group(pid, libc::SIGKILL);
         }
     }
-    for (id, _) in std::mem::take(running) {
+    for (id, r) in std::mem::take(running) {
         ws.store.mark_step(id, StepStatus::Interrupted, why).await?;
+        rep.event(Event::Interrupted {
+            stage: r.name,
+            step: id,
+            why: why.to_string(),
+        });
     }
     Ok(())
 }
