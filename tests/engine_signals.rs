@@ -110,16 +110,7 @@ fn a_dead_head_is_taken_over_and_its_running_step_reattached() {
         "stages:\n  slow:\n    cmd: echo run >> runs.log; sleep 1.5; echo done > out.txt\n    outs: [out.txt]\n  \
          next:\n    cmd: cp out.txt next.txt\n    deps: [out.txt]\n    outs: [next.txt]\n",
     );
-    let mut head = ws
-        .cmd()
-        .arg("run")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
-    head.kill().unwrap();
-    head.wait().unwrap();
-    let job = ws.job_pid(1);
+    let job = ws.orphan_first_step();
     assert!(alive(job), "the step outlives its head");
     let out = ws.ok(&["run"]);
     assert!(out.contains("took over the workspace lock"), "{out}");
@@ -250,16 +241,7 @@ fn run_json_tells_reattach_and_interruption_as_events() {
         "stages:\n  slow:\n    cmd: sleep $(cat delay); echo done > out.txt\n    outs: [out.txt]\n",
     );
     ws.write("delay", "1.5");
-    let mut head = ws
-        .cmd()
-        .arg("run")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
-    head.kill().unwrap();
-    head.wait().unwrap();
-    let job = ws.job_pid(1);
+    let job = ws.orphan_first_step();
     let (code, out, err) = ws.run(&["run", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let ev = events(&out);

@@ -121,16 +121,7 @@ fn status_after_head_and_step_were_killed_says_interrupted() {
 fn status_after_the_head_was_killed_and_the_step_finished_says_finished() {
     let ws =
         Ws::new("stages:\n  slow:\n    cmd: sleep 1; echo done > out.txt\n    outs: [out.txt]\n");
-    let mut head = ws
-        .cmd()
-        .arg("run")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&ws.path(".pipeline/steps/1/pid"), 20);
-    head.kill().unwrap();
-    head.wait().unwrap();
-    let pid = ws.job_pid(1);
+    let pid = ws.orphan_first_step();
     let t = Instant::now();
     while alive(pid) {
         assert!(

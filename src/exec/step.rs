@@ -42,6 +42,28 @@ pub fn no_kinds() -> Vec<Box<dyn Stage>> {
     Vec::new()
 }
 
+/// `kinds` of a program: the kinds its `registry` implements with their
+/// versions, as JSON (what the test that compares the programs reads).
+pub fn kinds_json(registry: Registry) -> Result<String> {
+    let rows: Vec<_> = registry()
+        .iter()
+        .map(|s| serde_json::json!({"kind": s.kind(), "version": s.version()}))
+        .collect();
+    Ok(serde_json::to_string_pretty(&rows)?)
+}
+
+/// Ends a program (`pipeline-media`, `pipeline-worker`) with `result`'s
+/// exit code, or with its error on stderr and code 1.
+pub fn exit_with(result: Result<i32>) -> ! {
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Runs step `id` of the workspace at `root` (or only its shard `shard`);
 /// returns the process exit code. Everything the job writes passes the
 /// secret filter ([`redact`]). A step of a kind that `registry` lacks is

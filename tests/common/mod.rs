@@ -106,6 +106,21 @@ impl Ws {
         format!("{out}{err}")
     }
 
+    /// Starts `run`, kills its head (SIGKILL) once step 1 has a process and
+    /// returns that process's pid: the step goes on without a head.
+    pub fn orphan_first_step(&self) -> u32 {
+        let mut head = self
+            .cmd()
+            .arg("run")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(&self.path(".pipeline/steps/1/pid"), 20);
+        head.kill().unwrap();
+        head.wait().unwrap();
+        self.job_pid(1)
+    }
+
     /// The pid of step `step`'s job, from its pid file.
     pub fn job_pid(&self, step: u32) -> u32 {
         let text = self.read(&format!(".pipeline/steps/{step}/pid"));

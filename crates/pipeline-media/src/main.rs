@@ -71,24 +71,10 @@ fn main() {
         Cmd::Bench {
             what: BenchCmd::Elements(a),
         } => pipeline_media::stages::elements_bench::run(a).map(|_| 0),
-        Cmd::Kinds => {
-            let rows: Vec<_> = pipeline_media::stages::registry()
-                .iter()
-                .map(|s| serde_json::json!({"kind": s.kind(), "version": s.version()}))
-                .collect();
-            serde_json::to_string_pretty(&rows)
-                .map(|t| {
-                    println!("{t}");
-                    0
-                })
-                .map_err(Into::into)
-        }
+        Cmd::Kinds => pipeline::exec::step::kinds_json(pipeline_media::stages::registry).map(|t| {
+            println!("{t}");
+            0
+        }),
     };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::exit(1);
-        }
-    }
+    pipeline::exec::step::exit_with(result)
 }
