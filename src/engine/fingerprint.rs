@@ -51,7 +51,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::envkey::EnvKey;
 use super::params::{self, ParamChange};
@@ -201,7 +201,7 @@ fn group(n: u64) -> String {
 }
 
 /// Every component of a step key, in the order they are hashed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fingerprint {
     pub stage: String,
     pub kind: String,
@@ -281,15 +281,13 @@ impl Fingerprint {
         r
     }
 
-    /// Every difference from `old`, one reason per component, in the order a
-    /// person reads them; empty when the keys are equal. A changed input is
-    /// told by its path (the planner adds how many of a folder's files
-    /// changed). Keys that differ with no component to name say so as a
-    /// changed code identity.
-    pub fn compare(&self, old: &Fingerprint) -> Vec<Reason> {
-        if self.key() == old.key() {
-            return Vec::new();
-        }
+    /// Every difference from `old`, recorded under the key `old_key`, one
+    /// reason per component, in the order a person reads them; empty when
+    /// this fingerprint's key is `old_key`. A changed input is told by its
+    /// path (the planner adds how many of a folder's files changed). Keys
+    /// that differ with no component to name say so as a changed code
+    /// identity.
+    pub fn compare(&self, old: &Fingerprint, old_key: &str) -> Vec<Reason> {
         let mut r = self.compare_code_and_params(old);
         let paths = |f: &Fingerprint| {
             let mut v: Vec<String> = f.inputs.iter().map(|i| i.1.clone()).collect();
@@ -335,10 +333,13 @@ impl Fingerprint {
             });
         }
         if r.is_empty() {
-            r.push(Reason::CodeChanged {
-                old: old.key()[..12].to_string(),
-                new: self.key()[..12].to_string(),
-            });
+            let key = self.key();
+            if key != old_key {
+                r.push(Reason::CodeChanged {
+                    old: old_key.chars().take(12).collect(),
+                    new: key[..12].to_string(),
+                });
+            }
         }
         r
     }
@@ -389,10 +390,11 @@ mod tests {
     #[test]
     fn compare_names_each_changed_component() {
         let old = fp();
-        assert!(fp().compare(&old).is_empty());
+        let key = old.key();
+        assert!(fp().compare(&old, &key).is_empty());
         let mut reordered = fp();
         reordered.params = serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap();
-        assert!(reordered.compare(&old).is_empty());
+        assert!(reordered.compare(&old, &key).is_empty());
         let mut new = fp();
         new.params = json!({"a": 1, "b": 3});
         new.command = Some("echo 2".into());
@@ -400,7 +402,7 @@ mod tests {
         new.env.insert("TOKEN".into(), Some("digest".into()));
         new.outs.push(("log".into(), "log.txt".into()));
         assert_eq!(
-            words(&new.compare(&old)),
+            words(&new.compare(&old, &key)),
             [
                 "params changed: b 2 -> 3",
                 "command changed: `echo` -> `echo 2`",
@@ -413,7 +415,7 @@ mod tests {
         moved.inputs[0].1 = "elsewhere".into();
         moved.code_version = "stage2@4".into();
         assert_eq!(
-            words(&moved.compare(&old)),
+            words(&moved.compare(&old, &key)),
             [
                 "code version changed: cmd -> stage2@4",
                 "declared inputs changed: [in] -> [elsewhere]"
@@ -422,9 +424,16 @@ mod tests {
         // Keys differ with no component to name: the identity changed.
         let mut renamed = fp();
         renamed.stage = "t".into();
-        let r = renamed.compare(&old);
+        let r = renamed.compare(&old, &key);
         assert_eq!(r.len(), 1);
         assert!(matches!(&r[0], Reason::CodeChanged { .. }), "{r:?}");
+        // The same components under a key recorded some other way (an older
+        // key formula): told as a changed identity too, never as up to date.
+        let r = fp().compare(&old, "0123456789abcdef");
+        assert_eq!(
+            words(&r)[0],
+            format!("code version changed: 0123456789ab -> {}", &key[..12])
+        );
     }
 
     /// What a step row holds reassembles into the fingerprint it was keyed by.

@@ -281,7 +281,7 @@ impl<'a> Planner<'a> {
         }
         let old_inputs = self.ws.store.step_inputs(last.id).await?;
         let old = Fingerprint::recorded(last, &old_inputs, &self.ws.env_key);
-        let mut r = fp.compare(&old);
+        let mut r = fp.compare(&old, &last.fingerprint);
         for reason in &mut r {
             let Reason::InputChanged {
                 path,

@@ -110,7 +110,8 @@ pub fn program_exe(program: &str) -> Result<PathBuf> {
     let exe = me.with_file_name(program);
     if !exe.is_file() {
         bail!(
-            "{program} is not beside {}: build every program of the workspace              (`cargo build --release --workspace`; scripts/demo.sh does)",
+            "{program} is not beside {}: build every program of the workspace \
+             (`cargo build --release --workspace`; scripts/demo.sh does)",
             me.display()
         );
     }

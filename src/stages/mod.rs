@@ -8,8 +8,8 @@
 //! [`KINDS`] is the one table of every kind, its code version and the program
 //! that runs it, compiled into every build. This crate holds the contract
 //! ([`Stage`], [`StageContext`]), the kinds' parameter types (checked at plan
-//! time) and the item bookkeeping they share; the kinds themselves live below
-//! the engine's CLI in two crates of their own: the media kinds (synth,
+//! time) and the item bookkeeping they share; the kinds themselves live in two
+//! crates that build on this library: the media kinds (synth,
 //! seedvc, elements, shortcut_audit) in `pipeline-media`, whose program links
 //! FFmpeg, and the model kinds (stage1, stage2, baseline, stage2_sweep) in
 //! `pipeline-models`, whose `pipeline-worker` links libtorch. `pipeline

@@ -27,7 +27,8 @@ use super::corpus::{scan, Video};
 use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
 use super::{Stage, StageContext};
 use crate::elementset::{
-    frames_bytes, shard_name, write_manifest, ClipRecord, ShardWriter, Split, MEL_BYTES,
+    frames_bytes, read_header, shard_name, write_manifest, ClipRecord, ShardWriter, Split,
+    MEL_BYTES,
 };
 use crate::media::element::{extract, ElementSpec};
 use crate::media::mel::MelSpectrogram;
@@ -258,18 +259,8 @@ fn item(
 /// The windows of a memoized item from its header alone, or None when the
 /// memo is absent or unreadable (then the item is computed again).
 fn read_memo_info(memo: &Path) -> Option<ClipInfo> {
-    use std::io::Read;
     let mut f = std::fs::File::open(memo).ok()?;
-    let total = f.metadata().ok()?.len();
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).ok()?;
-    let n = u64::from_le_bytes(len);
-    if n > total.saturating_sub(8) || n > 1 << 20 {
-        return None;
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let (_, header) = read_header(&mut f, memo).ok()?;
     let meta = header.get("__metadata__")?;
     let secs = meta.get("window_start_sec")?.as_str()?.split(',');
     let starts = meta.get("start_frame")?.as_str()?.split(',');
