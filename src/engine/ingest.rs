@@ -89,3 +89,17 @@ pub async fn ingest(
     }
     Ok(status)
 }
+
+/// Records a step that ended without a result of its own.
+pub async fn fail_step(ws: &Workspace, step: StepId, why: &str) -> Result<()> {
+    let end = StepEnd {
+        status: StepStatus::Failed,
+        exit_code: None,
+        error: Some(why),
+        started_at: None,
+        finished_at: now_ms(),
+        peak_rss_kb: None,
+        host: None,
+    };
+    ws.store.finish_step(step, &end, &[]).await
+}

@@ -3,10 +3,13 @@
 
 pub mod dag;
 pub mod envkey;
+pub mod events;
+mod executor;
 pub mod fingerprint;
 pub mod gc;
 pub mod ingest;
 pub mod lineage;
+mod local_steps;
 pub mod params;
 
 pub mod pipeline;
@@ -15,4 +18,6 @@ pub mod reattach;
 pub mod recover;
 pub mod resume;
 pub mod run;
+mod scheduler;
+mod slurm_steps;
 pub mod workspace;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::events::{Event, Reporter};
 use super::ingest::ingest;
-use super::run::{Event, Reporter};
 use super::workspace::Workspace;
 use crate::exec::job;
 use crate::exec::slurm::{ClusterConfig, Slurm};
