@@ -12,10 +12,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use pipeline::engine::dag::Dag;
-use pipeline::engine::plan::{Planner, Verdict};
 use pipeline::engine::run::{self, RunOptions};
 use pipeline::engine::workspace::Workspace;
-use pipeline::engine::{lineage, pipeline as def};
+use pipeline::engine::{lineage, pipeline as def, status};
 use pipeline::exec::slurm::ClusterConfig;
 use pipeline::store::StepId;
 
@@ -641,59 +640,11 @@ async fn recover_cmd(workspace: &std::path::Path) -> Result<i32> {
 async fn status_cmd(cli: &Cli, json: bool) -> Result<i32> {
     let dag = load_dag(cli)?;
     let ws = Workspace::open(&cli.workspace).await?;
-    let sel = run::selection(&dag, None, &[])?;
-    let mut planner = Planner::new(&ws, &dag, &cli.profile);
-    let evs = run::evaluate_all(&mut planner, &sel, &Default::default()).await?;
-    let mut rows = Vec::new();
-    let mut cannot_run = false;
-    for ev in &evs {
-        let spec = &dag.stages()[ev.stage];
-        let latest = ws.store.latest_step(&spec.name).await?;
-        let running = latest.as_ref().filter(|s| !s.status.is_finished());
-        // A step recorded running whose processes are all gone is not shown
-        // as running: it finished (its result file waits for the next run to
-        // record it) or it was interrupted.
-        let gone = match running {
-            Some(s) if run::local_step_alive(&ws, s).await? == Some(false) => {
-                let finished = pipeline::exec::job::read_result(&ws.step_dir(s.id))
-                    .ok()
-                    .flatten()
-                    .is_some();
-                Some(if finished { "finished" } else { "interrupted" })
-            }
-            _ => None,
-        };
-        let running = running.filter(|_| gone.is_none());
-        let reasons = match &ev.verdict {
-            Verdict::Stale { reasons } => reasons.clone(),
-            _ => Vec::new(),
-        };
-        if matches!(
-            ev.verdict,
-            Verdict::Invalid { .. } | Verdict::Blocked { .. }
-        ) {
-            cannot_run = true;
-        }
-        rows.push(serde_json::json!({
-            "stage": spec.name,
-            "kind": spec.kind_name(),
-            "state": ev.verdict.state(),
-            "reasons": reasons,
-            "why": ev.verdict.why(),
-            "blocked_by": match &ev.verdict {
-                Verdict::Blocked { by } => Some(by),
-                _ => None,
-            },
-            "gone": gone.zip(latest.as_ref()).map(|(g, s)| serde_json::json!({"step": s.id, "as": g, "pid": s.pid})),
-            "running": running.map(|s| serde_json::json!({"step": s.id, "status": s.status, "pid": s.pid, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "progress": pipeline::exec::job::Progress::of_step(&ws.step_dir(s.id))})),
-            "last_step": latest.as_ref().map(|s| serde_json::json!({"step": s.id, "status": s.status, "executor": s.executor, "finished_at": s.finished_at, "error": s.error, "slurm_job_id": s.slurm_job_id, "slurm_state": s.slurm_state, "attempts": s.attempts})),
-        }));
-    }
-    let last_run = ws.store.latest_run().await?.map(|(id, executor, status, calls)| {
-        serde_json::json!({"run": id, "executor": executor, "status": status, "slurm_calls": calls})
-    });
+    let rows = status::stage_rows(&ws, &dag, &cli.profile).await?;
+    let cannot_run = rows.iter().any(status::StageRow::cannot_run);
     let allowed = pipeline::exec::confine::allowed_roots(&ws.root)?;
     if json {
+        let last_run = status::last_run(&ws).await?;
         let doc = serde_json::json!({"profile": cli.profile, "last_run": last_run, "stages": rows, "allow_outside": allowed});
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline::engine::lineage::{Lineage, Node, Now, StepNode};
 use pipeline::engine::run::{Event, Reporter, Summary};
+use pipeline::engine::status::{GoneAs, StageRow};
 use pipeline::store::{StepId, StepStatus};
 use pipeline::util::{human_bytes, human_ms};
 
@@ -306,52 +307,42 @@ impl Reporter for RunDisplay {
 }
 
 /// The status table.
-pub fn status_text(rows: &[serde_json::Value]) -> String {
-    let width = rows
-        .iter()
-        .filter_map(|r| r["stage"].as_str())
-        .map(str::len)
-        .max()
-        .unwrap_or(5)
-        .max(5);
+pub fn status_text(rows: &[StageRow]) -> String {
+    let width = rows.iter().map(|r| r.stage.len()).max().unwrap_or(5).max(5);
     let mut s = format!("{:width$}  {:11}  why\n", "stage", "state");
     for r in rows {
-        let stage = r["stage"].as_str().unwrap_or("");
-        let mut state = match r["state"].as_str().unwrap_or("") {
+        let mut state = match r.state.as_str() {
             "up_to_date" => "up to date".to_string(),
             "may_run" => "may run".to_string(),
             "invalid" => "cannot run".to_string(),
             other => other.to_string(),
         };
-        if let Some(step) = r["gone"]["step"].as_i64() {
-            state = match r["gone"]["as"].as_str() {
-                Some("finished") => format!(
+        if let Some(g) = &r.gone {
+            let step = g.step;
+            state = match g.gone_as {
+                GoneAs::Finished => format!(
                     "{state} (step {step} finished after its head stopped; the next run records it)"
                 ),
-                _ => format!("{state} (step {step} was interrupted: its processes are gone)"),
+                GoneAs::Interrupted => {
+                    format!("{state} (step {step} was interrupted: its processes are gone)")
+                }
             };
         }
-        if let Some(step) = r["running"]["step"].as_i64() {
-            state = match (
-                r["running"]["slurm_job_id"].as_str(),
-                r["running"]["slurm_state"].as_str(),
-            ) {
+        if let Some(run) = &r.running {
+            let step = run.step;
+            state = match (&run.slurm_job_id, &run.slurm_state) {
                 (Some(job), Some(st)) => format!("running (step {step}, Slurm job {job} {st})"),
                 _ => format!("running (step {step})"),
             };
-            let progress: Option<pipeline::exec::job::Progress> =
-                serde_json::from_value(r["running"]["progress"].clone()).ok();
-            if let Some(p) = progress {
+            if let Some(p) = run.progress {
                 state = format!("{state}: {}", p.text());
             }
         }
-        let why: Vec<&str> = r["why"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        s.push_str(&format!("{stage:width$}  {state:11}  {}\n", why.join("; ")));
+        s.push_str(&format!(
+            "{:width$}  {state:11}  {}\n",
+            r.stage,
+            r.why.join("; ")
+        ));
     }
     s
 }

@@ -20,4 +20,5 @@ pub mod resume;
 pub mod run;
 mod scheduler;
 mod slurm_steps;
+pub mod status;
 pub mod workspace;

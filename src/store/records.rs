@@ -397,7 +397,6 @@ impl Store {
         Ok(())
     }
 
-    /// The newest run: (id, executor, status, Slurm client calls).
     /// Rewrites every step's recorded environment values through `digest`
     /// where that changes them: stores written before values were hashed
     /// held the values themselves. Writes nothing when none needs it.
@@ -423,9 +422,18 @@ impl Store {
                 changed += 1;
             }
         }
+        if changed > 0 {
+            // The old pages (values in the clear) are overwritten in the
+            // database file now, and the log that held the new ones emptied,
+            // rather than whenever the last connection closes.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(changed)
     }
 
+    /// The newest run: (id, executor, status, Slurm client calls).
     pub async fn latest_run(&self) -> Result<Option<(i64, String, String, i64)>> {
         let r: Option<(i64, String, String, i64)> = sqlx::query_as(
             "SELECT id, executor, status, slurm_calls FROM runs ORDER BY id DESC LIMIT 1",
