@@ -4,20 +4,18 @@
 //! Data flows one way: YAML -> [`engine::pipeline::Pipeline`] -> [`engine::dag::Dag`]
 //! -> [`engine::plan::Plan`] -> jobs ([`exec`]) -> results -> [`store`].
 //!
-//! Layers, top to bottom: `cli` (in the binary), [`engine`], [`exec`], [`stages`]
-//! (the contract, the table of kinds and their parameter types),
-//! [`elementset`], [`store`], [`hash`], [`relpath`]. The kinds themselves live in two
-//! crates that build on this library: `pipeline-media` (FFmpeg; the media
-//! kinds) and `pipeline-models` (libtorch; the model kinds), each with its
-//! own program, to which `pipeline exec-step` hands a step. This crate links neither, so `pipeline` starts in milliseconds.
+//! Layers, top to bottom, each a crate that cannot import those above it:
+//! `cli` (this package's binary), [`engine`] with [`exec`]'s executors and the
+//! [`store`] (this library), then `pipeline-core` (the job contract and its
+//! runner, [`stages`]' table of kinds and their parameter types,
+//! [`elementset`], [`hash`], [`relpath`]; re-exported here). The kinds live in
+//! two crates that depend on `pipeline-core` alone: `pipeline-media`
+//! (FFmpeg; the media kinds) and `pipeline-models` (libtorch; the model
+//! kinds), each with its own program, to which `pipeline exec-step` hands a
+//! step. This crate links neither, so `pipeline` starts in milliseconds.
 
-pub mod auc;
-pub mod elementset;
 pub mod engine;
 pub mod exec;
-pub mod hash;
-pub mod relpath;
-pub mod rng;
-pub mod stages;
 pub mod store;
-pub mod util;
+
+pub use pipeline_core::{auc, elementset, hash, relpath, rng, stages, util};

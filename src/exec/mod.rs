@@ -1,15 +1,8 @@
-//! Executors and the step job contract.
-//!
-//! A step becomes a job: `pipeline exec-step <workspace> <step-id>` reads the
-//! step's `job.json`, runs the stage, moves its outputs into place, hashes
-//! them and writes `result.json` atomically into the step's folder
-//! ([`job`]). Any executor can run that command; the head process ingests the
-//! result file into the store. Jobs never open the database.
+//! Executors: the local one and the Slurm client. The job contract they run
+//! (`job.json` in, `result.json` out, the `exec-step` runner) is
+//! `pipeline-core`'s, re-exported here.
 
-pub mod confine;
-pub mod job;
+pub use pipeline_core::exec::{confine, job, redact, resources, step};
+
 pub mod local;
-pub mod redact;
-pub mod resources;
 pub mod slurm;
-pub mod step;

@@ -16,18 +16,7 @@ use crate::util::now_ms;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RunId(pub i64);
 
-/// One execution of a stage.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
-)]
-#[sqlx(transparent)]
-pub struct StepId(pub i64);
-
-impl fmt::Display for StepId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use pipeline_core::exec::job::StepId;
 
 /// The life of a step: queued -> running -> one of the three ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +116,7 @@ pub struct NewStep<'a> {
 /// A step as recorded (a row of `steps`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StepRecord {
+    #[sqlx(try_from = "i64")]
     pub id: StepId,
     pub run_id: i64,
     pub stage: String,

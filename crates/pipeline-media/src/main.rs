@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use pipeline::store::StepId;
+use pipeline_core::exec::job::StepId;
 
 #[derive(Parser)]
 #[command(name = "pipeline-media", version, about)]
@@ -59,7 +59,7 @@ fn main() {
             workspace,
             step,
             shard,
-        } => pipeline::exec::step::exec_step(
+        } => pipeline_core::exec::step::exec_step(
             &workspace,
             StepId(step),
             shard,
@@ -71,10 +71,12 @@ fn main() {
         Cmd::Bench {
             what: BenchCmd::Elements(a),
         } => pipeline_media::stages::elements_bench::run(a).map(|_| 0),
-        Cmd::Kinds => pipeline::exec::step::kinds_json(pipeline_media::stages::registry).map(|t| {
-            println!("{t}");
-            0
-        }),
+        Cmd::Kinds => {
+            pipeline_core::exec::step::kinds_json(pipeline_media::stages::registry).map(|t| {
+                println!("{t}");
+                0
+            })
+        }
     };
-    pipeline::exec::step::exit_with(result)
+    pipeline_core::exec::step::exit_with(result)
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use media_common::{ffmpeg, require_ffmpeg};
-use pipeline::stages::{lookup, StageContext};
+use pipeline_core::stages::{lookup, StageContext};
 use serde_json::{json, Value};
 
 const GOOD_IDS: [(&str, &str, &str); 6] = [

@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use super::layers::{layer_norm, linear, MultiheadAttention, VitBlock, VitFlavour};
 use super::marlin::MarlinEncoder;
 
-pub use pipeline::stages::model_params::BaselineConfig;
+pub use pipeline_core::stages::model_params::BaselineConfig;
 
 /// `audio_encoder`: `Conv2d(1, D, 16, 16)` over `[B, 1, mel, time]` (tokens
 /// frequency-band-major), `pos_embed`, `modality`, timm blocks, `norm`.

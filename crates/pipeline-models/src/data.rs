@@ -1,5 +1,5 @@
 //! Element loading: batches of the element sets the elements stage writes
-//! (read through the one format module, [`pipeline::elementset`]), read by
+//! (read through the one format module, [`pipeline_core::elementset`]), read by
 //! background prefetch threads, ImageNet normalisation at load time, and
 //! train-only augmentation (random grayscale and horizontal flip, one draw
 //! per clip applied to all its frames; MODELS.md defect 2: evaluation sees
@@ -16,15 +16,15 @@ use tch::{Kind, Tensor};
 use super::category::Category;
 use super::rng::Rng;
 
-pub use pipeline::elementset::{ClipRecord, ElementSet, Split, MEL_HOP_SECONDS};
-pub use pipeline::stages::model_params::{AudioInput, Augment};
+pub use pipeline_core::elementset::{ClipRecord, ElementSet, Split, MEL_HOP_SECONDS};
+pub use pipeline_core::stages::model_params::{AudioInput, Augment};
 
 /// The mel size of an element: `[128, 768]` (the element-set format's, as
 /// tensor sizes).
-pub const MEL_BINS: i64 = pipeline::elementset::MEL_BINS as i64;
-pub const MEL_FRAMES: i64 = pipeline::elementset::MEL_FRAMES as i64;
+pub const MEL_BINS: i64 = pipeline_core::elementset::MEL_BINS as i64;
+pub const MEL_FRAMES: i64 = pipeline_core::elementset::MEL_FRAMES as i64;
 /// Frames per element.
-pub const N_FRAMES: i64 = pipeline::elementset::N_FRAMES as i64;
+pub const N_FRAMES: i64 = pipeline_core::elementset::N_FRAMES as i64;
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];

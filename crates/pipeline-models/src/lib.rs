@@ -2,7 +2,7 @@
 //! losses, metrics, data loading and training loops, and the model stage kinds
 //! ([`stages`]) that `pipeline-worker` runs. Module names mirror the PyTorch
 //! state-dict names. Uses of the `pipeline` crate below the engine only: the
-//! [`pipeline::stages::Stage`] trait and its item log, hashing, the AUC.
+//! [`pipeline_core::stages::Stage`] trait and its item log, hashing, the AUC.
 //!
 //! Reading order: [`layers`] (PyTorch-semantics building blocks), the
 //! networks [`stage1`], [`marlin`], [`stage2`], [`baseline`]; [`checkpoint`]
@@ -33,7 +33,7 @@
 pub mod amp;
 pub mod baseline;
 pub mod bench;
-pub use pipeline::stages::category;
+pub use pipeline_core::stages::category;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
@@ -44,7 +44,7 @@ pub mod marlin;
 pub mod metrics;
 pub mod optim;
 pub mod recipes;
-pub use pipeline::rng;
+pub use pipeline_core::rng;
 pub mod stage1;
 pub mod stage2;
 pub mod stage_run;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use pipeline::store::StepId;
+use pipeline_core::exec::job::StepId;
 
 #[derive(Parser)]
 #[command(name = "pipeline-worker", version, about)]
@@ -60,7 +60,7 @@ fn main() {
             workspace,
             step,
             shard,
-        } => pipeline::exec::step::exec_step(
+        } => pipeline_core::exec::step::exec_step(
             &workspace,
             StepId(step),
             shard,
@@ -74,11 +74,11 @@ fn main() {
             what: BenchCmd::Models(a),
         } => pipeline_models::bench::run(a).map(|_| 0),
         Cmd::Kinds => {
-            pipeline::exec::step::kinds_json(pipeline_models::stages::registry).map(|t| {
+            pipeline_core::exec::step::kinds_json(pipeline_models::stages::registry).map(|t| {
                 println!("{t}");
                 0
             })
         }
     };
-    pipeline::exec::step::exit_with(result)
+    pipeline_core::exec::step::exit_with(result)
 }

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use super::layers::{fixed_sincos, layer_norm, PatchEmbedding3d, VitBlock, VitFlavour};
 
-pub use pipeline::stages::model_params::MarlinConfig;
+pub use pipeline_core::stages::model_params::MarlinConfig;
 
 /// The encoder: `patch_embedding`, `pos_embedding.emb`, `blocks.N`, `norm`.
 #[derive(Debug)]

@@ -88,7 +88,7 @@ pub fn auc_interval(
     Some([quantile(&aucs, 0.025), quantile(&aucs, 0.975)])
 }
 
-pub use pipeline::auc::roc_auc;
+pub use pipeline_core::auc::roc_auc;
 
 /// Cumulative (false positives, true positives) at each distinct threshold,
 /// from the highest score down.

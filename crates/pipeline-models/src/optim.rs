@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-pub use pipeline::stages::model_params::Schedule;
+pub use pipeline_core::stages::model_params::Schedule;
 
 /// A named set of parameters trained at `lr * lr_scale`.
 pub struct ParamGroup {

@@ -19,7 +19,7 @@ use super::stage1::AudioPretrainNet;
 use super::stage2::{A2vMode, AvDetector};
 use super::train::{params_with_prefix, Recipe, Selection, SelectionMetric, Task};
 
-pub use pipeline::stages::model_params::{
+pub use pipeline_core::stages::model_params::{
     BaselineParams, FusionRefit, Schedule, Stage1Params, Stage2Params,
 };
 

@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::layers::{linear, linear_normal, TransformerEncoder};
 
-pub use pipeline::stages::model_params::Stage1Config;
+pub use pipeline_core::stages::model_params::Stage1Config;
 
 /// `MelErrPatchTransformer`: time cut into patches of `patch_len` frames, each
 /// flattened mel-major, projected, plus a learned position embedding, then a

@@ -28,7 +28,7 @@ use super::layers::{interpolate_linear, linear, TransformerEncoder};
 use super::marlin::{MarlinConfig, MarlinEncoder};
 use super::stage1::{MelPatchEncoder, SequentialHead};
 
-pub use pipeline::stages::model_params::{A2vMode, Stage2Config};
+pub use pipeline_core::stages::model_params::{A2vMode, Stage2Config};
 
 /// `vis_enc`: the MARLIN backbone and a projection to the detector's width.
 #[derive(Debug)]

@@ -50,7 +50,7 @@ pub fn parse_params<T: Default + Serialize + DeserializeOwned>(
     stage: &str,
     params: &serde_json::Value,
 ) -> Result<T> {
-    pipeline::stages::parse_over_defaults(params)
+    pipeline_core::stages::parse_over_defaults(params)
         .with_context(|| format!("{stage}: invalid parameters"))
 }
 

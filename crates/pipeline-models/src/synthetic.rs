@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use pipeline::elementset::{shard_name, write_manifest, ClipRecord, ShardWriter, Split};
+use pipeline_core::elementset::{shard_name, write_manifest, ClipRecord, ShardWriter, Split};
 use tch::{Device, Kind, Tensor};
 
 use super::category::Category;

@@ -23,7 +23,7 @@ use super::data::{Batch, BatchSpec, ElementSet, Prefetcher, Split};
 use super::metrics::{self, Report, ScoredClip};
 use super::optim::{AdamW, ParamGroup};
 
-pub use pipeline::stages::model_params::{Recipe, SelectionMetric};
+pub use pipeline_core::stages::model_params::{Recipe, SelectionMetric};
 
 /// What one stage contributes to the loop.
 pub trait Task {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use pipeline::engine::params::read_profile_file;
-use pipeline::stages::grid::GridFile;
+use pipeline_core::stages::grid::GridFile;
 use pipeline_models::recipes::{BaselineParams, Stage1Params, Stage2Params};
 use pipeline_models::stage_run::parse_params;
 

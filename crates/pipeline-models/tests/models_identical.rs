@@ -66,7 +66,7 @@ fn identical_trainings_write_identical_outputs() {
         assert!(!history.contains("seconds"), "{history}");
         let timings = std::fs::read_to_string(work.join("timings.jsonl")).unwrap();
         assert_eq!(timings.lines().count(), 2, "{timings}");
-        let (h, _) = pipeline::hash::hash_path(&out, None).unwrap().unwrap();
+        let (h, _) = pipeline_core::hash::hash_path(&out, None).unwrap().unwrap();
         hashes.push(h.hash.to_hex().to_string());
     }
     assert_eq!(hashes[0], hashes[1], "the two output folders differ");

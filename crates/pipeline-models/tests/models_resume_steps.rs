@@ -54,7 +54,7 @@ fn workspace_only() -> Ws {
 }
 
 fn hash(ws: &Ws, rel: &str) -> String {
-    let (h, _) = pipeline::hash::hash_path(&ws.path(rel), None)
+    let (h, _) = pipeline_core::hash::hash_path(&ws.path(rel), None)
         .unwrap()
         .unwrap();
     h.hash.to_hex().to_string()

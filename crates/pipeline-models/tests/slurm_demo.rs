@@ -52,7 +52,7 @@ fn demo_ws() -> Ws {
 }
 
 fn hash(ws: &Ws, rel: &str) -> String {
-    let (h, _) = pipeline::hash::hash_path(&ws.path(rel), None)
+    let (h, _) = pipeline_core::hash::hash_path(&ws.path(rel), None)
         .unwrap()
         .expect("artifact exists");
     h.hash.to_hex().to_string()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-pub use pipeline::stages::category::Category;
+pub use pipeline_core::stages::category::Category;
 
 /// FakeAVCeleb's race folders.
 pub const RACES: [&str; 5] = [

@@ -1,9 +1,9 @@
 //! The media stage kinds. Each implements the engine's [`Stage`] contract
 //! and reads its version from the engine's one table of kinds
-//! ([`pipeline::stages::KINDS`]), so `pipeline` plans with the versions this
+//! ([`pipeline_core::stages::KINDS`]), so `pipeline` plans with the versions this
 //! program runs.
 
-pub use pipeline::stages::{items, media_params, versions, Stage, StageContext};
+pub use pipeline_core::stages::{items, media_params, versions, Stage, StageContext};
 
 pub mod audit;
 pub mod corpus;
@@ -29,7 +29,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipeline::stages::{kind_info, Home, KINDS};
+    use pipeline_core::stages::{kind_info, Home, KINDS};
 
     #[test]
     fn every_media_kind_is_here_at_the_tables_version() {

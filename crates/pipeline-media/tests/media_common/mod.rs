@@ -66,7 +66,7 @@ pub fn run_stage(
         };
     let (inputs, outputs) = (map(inputs), map(outputs));
     let (step_dir, items_dir) = dirs;
-    let ctx = pipeline::stages::StageContext {
+    let ctx = pipeline_core::stages::StageContext {
         workspace,
         stage: kind,
         params,
@@ -78,5 +78,5 @@ pub fn run_stage(
         shard: None,
         threads,
     };
-    pipeline::stages::lookup(pipeline_media::stages::registry(), kind)?.run(&ctx)
+    pipeline_core::stages::lookup(pipeline_media::stages::registry(), kind)?.run(&ctx)
 }

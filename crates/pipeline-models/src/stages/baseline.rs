@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::recipes::BaselineParams;
 use crate::stage_run::{parse_params, run_baseline, StagePaths};
-use pipeline::stages::{Stage, StageContext};
+use pipeline_core::stages::{Stage, StageContext};
 
 pub struct Baseline;
 
@@ -22,7 +22,7 @@ impl Stage for Baseline {
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {
-        pipeline::stages::check_params(self.kind(), params)
+        pipeline_core::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {

@@ -3,7 +3,7 @@
 //! version; the worker refuses a step the engine planned with another, and
 //! `tests/worker_kinds.rs` compares this table with the engine's.
 
-use pipeline::stages::Stage;
+use pipeline_core::stages::Stage;
 
 pub mod baseline;
 pub mod stage1;

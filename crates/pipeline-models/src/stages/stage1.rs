@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::recipes::Stage1Params;
 use crate::stage_run::{parse_params, run_stage1, StagePaths};
-use pipeline::stages::{Stage, StageContext};
+use pipeline_core::stages::{Stage, StageContext};
 
 pub struct Stage1;
 
@@ -21,7 +21,7 @@ impl Stage for Stage1 {
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {
-        pipeline::stages::check_params(self.kind(), params)
+        pipeline_core::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::recipes::Stage2Params;
 use crate::stage_run::{parse_params, run_stage2, StagePaths};
-use pipeline::stages::{Stage, StageContext};
+use pipeline_core::stages::{Stage, StageContext};
 
 pub struct Stage2;
 
@@ -23,7 +23,7 @@ impl Stage for Stage2 {
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {
-        pipeline::stages::check_params(self.kind(), params)
+        pipeline_core::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {

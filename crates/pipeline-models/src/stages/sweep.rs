@@ -23,10 +23,10 @@ use serde_json::{json, Value};
 
 use crate::recipes::Stage2Params;
 use crate::stage_run::{parse_params, run_stage2, StagePaths};
-use pipeline::stages::grid::GridFile;
-use pipeline::stages::items::{owns, summarize, ItemLog, Outcome};
-use pipeline::stages::{Stage, StageContext};
-use pipeline::util::write_atomic;
+use pipeline_core::stages::grid::GridFile;
+use pipeline_core::stages::items::{owns, summarize, ItemLog, Outcome};
+use pipeline_core::stages::{Stage, StageContext};
+use pipeline_core::util::write_atomic;
 
 pub struct Stage2Sweep;
 
@@ -45,7 +45,7 @@ impl Stage for Stage2Sweep {
     }
 
     fn check_params(&self, params: &serde_json::Value) -> Result<()> {
-        pipeline::stages::check_params(self.kind(), params)
+        pipeline_core::stages::check_params(self.kind(), params)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
@@ -153,7 +153,7 @@ fn input_key(ctx: &StageContext<'_>) -> Result<String> {
     for (name, path) in ctx.inputs {
         let hash = match ctx.input_hashes.get(name) {
             Some(h) => h.clone(),
-            None => match pipeline::hash::hash_path(path, None)? {
+            None => match pipeline_core::hash::hash_path(path, None)? {
                 Some((h, _)) => h.hash.to_hex().to_string(),
                 None => bail!(
                     "stage {}: input {name} ({}) does not exist",

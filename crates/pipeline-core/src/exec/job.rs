@@ -9,11 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::relpath::RelPath;
 pub use crate::stages::progress::{Progress, PROGRESS_FILE};
-use crate::store::StepId;
 
 /// The folder of step `id` under the workspace `root` (job file, log, result).
 pub fn step_dir(root: &Path, id: StepId) -> PathBuf {
     root.join(".pipeline").join("steps").join(id.0.to_string())
+}
+
+/// One execution of a stage: its row in the store, its folder's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StepId(pub i64);
+
+impl std::fmt::Display for StepId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl From<i64> for StepId {
+    fn from(id: i64) -> StepId {
+        StepId(id)
+    }
 }
 
 /// What a job runs.

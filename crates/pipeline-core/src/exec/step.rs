@@ -19,9 +19,9 @@ use super::job::{
     read_job, record_start, result_name, JobAction, JobResult, JobSpec, OutputResult, PID_FILE,
 };
 use super::redact;
+use crate::exec::job::StepId;
 use crate::hash::{self, statcache};
 use crate::stages::{self, Stage, StageContext};
-use crate::store::StepId;
 use crate::util::{hostname, now_ms, write_atomic};
 
 /// Set when Slurm warns of the job's end (`--signal=B:USR1@90`). Training
