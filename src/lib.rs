@@ -5,8 +5,9 @@
 //! -> [`engine::plan::Plan`] -> jobs ([`exec`]) -> results -> [`store`].
 //!
 //! Layers, top to bottom, each a crate that cannot import those above it:
-//! `cli` (this package's binary), [`engine`] with [`exec`]'s executors and the
-//! [`store`] (this library), then `pipeline-core` (the job contract and its
+//! `cli` (this package's binary), [`engine`] with [`exec`]'s executors (this
+//! library), [`store`] (`pipeline-store`: SQLite through sqlx, re-exported
+//! here), then `pipeline-core` (the job contract and its
 //! runner, [`stages`]' table of kinds and their parameter types,
 //! [`elementset`], [`hash`], [`relpath`]; re-exported here). The kinds live in
 //! two crates that depend on `pipeline-core` alone: `pipeline-media`
@@ -16,6 +17,6 @@
 
 pub mod engine;
 pub mod exec;
-pub mod store;
 
 pub use pipeline_core::{auc, elementset, hash, relpath, rng, stages, util};
+pub use pipeline_store as store;

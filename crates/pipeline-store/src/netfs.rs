@@ -73,7 +73,7 @@ pub const LOCK_FILE: &str = "run.lock";
 pub fn take_lock_file(dir: &Path, command: &str) -> Result<()> {
     let path = dir.join(LOCK_FILE);
     let me = std::process::id();
-    let host = crate::util::hostname();
+    let host = pipeline_core::util::hostname();
     for _ in 0..2 {
         match std::fs::OpenOptions::new()
             .write(true)
@@ -81,7 +81,7 @@ pub fn take_lock_file(dir: &Path, command: &str) -> Result<()> {
             .open(&path)
         {
             Ok(mut f) => {
-                let start = crate::util::process_start(me).unwrap_or(0);
+                let start = pipeline_core::util::process_start(me).unwrap_or(0);
                 writeln!(f, "{host} {me} {start} {command}")
                     .and_then(|_| f.sync_all())
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -95,7 +95,7 @@ pub fn take_lock_file(dir: &Path, command: &str) -> Result<()> {
                 let start: Option<i64> = start.and_then(|s| s.parse().ok());
                 match (h, pid) {
                     (Some(h), Some(p)) if h == host => {
-                        if p != me && crate::util::process_alive(p, start) {
+                        if p != me && pipeline_core::util::process_alive(p, start) {
                             bail!(
                                 "the workspace is locked by a running pid {p} ({}); wait for it \
                                  to finish or stop it",
@@ -130,7 +130,7 @@ pub fn release_lock_file(dir: &Path, any: bool) {
         return;
     };
     let mut it = text.split_whitespace();
-    let mine = it.next() == Some(crate::util::hostname().as_str())
+    let mine = it.next() == Some(pipeline_core::util::hostname().as_str())
         && it.next() == Some(std::process::id().to_string().as_str());
     if any || mine {
         let _ = std::fs::remove_file(&path);

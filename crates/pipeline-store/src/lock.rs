@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 
 use super::Store;
-use crate::util::{hostname, now_ms, process_alive, process_start};
+use pipeline_core::util::{hostname, now_ms, process_alive, process_start};
 
 /// The lock's row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -76,14 +76,14 @@ impl Store {
                     bail!(
                         "the workspace is locked by pid {pid} on host {holder_host} ({cmd}), \
                          started {}; if that process is gone, run `pipeline unlock`",
-                        crate::util::human_ms(now_ms() - started_at) + " ago"
+                        pipeline_core::util::human_ms(now_ms() - started_at) + " ago"
                     );
                 }
                 if pid as u32 != me && process_alive(pid as u32, r.pid_start) {
                     bail!(
                         "the workspace is locked by a running `{cmd}` (pid {pid}, started {} ago); \
                          wait for it to finish or stop it",
-                        crate::util::human_ms(now_ms() - started_at)
+                        pipeline_core::util::human_ms(now_ms() - started_at)
                     );
                 }
                 if pid as u32 != me {
@@ -152,7 +152,7 @@ impl Store {
                  which this machine cannot check)",
                 r.command,
                 r.pid,
-                crate::util::human_ms(now_ms() - r.started_at)
+                pipeline_core::util::human_ms(now_ms() - r.started_at)
             );
         }
         let holder = r.stale();

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::Store;
-use crate::hash::statcache::{self, Entry, TreeFile};
-use crate::relpath::RelPath;
-use crate::util::now_ms;
+use pipeline_core::hash::statcache::{self, Entry, TreeFile};
+use pipeline_core::relpath::RelPath;
+use pipeline_core::util::now_ms;
 
 /// A `pipeline run` invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl Store {
         )
         .bind(now_ms())
         .bind(run.command)
-        .bind(crate::util::hostname())
+        .bind(pipeline_core::util::hostname())
         .bind(std::process::id() as i64)
         .bind(run.profile)
         .bind(run.executor)
@@ -287,7 +287,7 @@ impl Store {
              WHERE id = ?",
         )
         .bind(now_ms())
-        .bind(crate::util::hostname())
+        .bind(pipeline_core::util::hostname())
         .bind(pid.map(i64::from))
         .bind(pid_start)
         .bind(id.0)

@@ -106,7 +106,7 @@ impl Store {
             .connect_with(opts)
             .await
             .with_context(|| format!("opening the store {}", db.display()))?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("../../migrations")
             .run(&pool)
             .await
             .with_context(|| format!("migrating the store {}", db.display()))?;
