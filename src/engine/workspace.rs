@@ -100,6 +100,9 @@ impl Workspace {
     /// when anything had to be read. `None` when nothing is there.
     pub async fn hash(&self, path: &RelPath) -> Result<Option<(Hashed, HashStats)>> {
         let t = std::time::Instant::now();
+        // The files are stat'ed while the cache is read from the store.
+        let abs = path.under(&self.root);
+        let stat = tokio::task::spawn_blocking(move || hash::Seen::stat(&abs));
         let cached = self
             .store
             .stat_get(path.as_str())
@@ -109,14 +112,16 @@ impl Workspace {
                     .ok()
                     .map(|hash| hash::Cached { hash, entries })
             });
-        let abs = path.under(&self.root);
+        let Some(seen) = stat.await.context("the stat task stopped")?? else {
+            return Ok(None);
+        };
         let (result, seen) = tokio::task::spawn_blocking(move || {
-            let r = hash::hash_path(&abs, cached.as_ref());
+            let r = seen.hash(cached.as_ref());
             (r, cached.map(|c| (c.hash, c.entries.len())))
         })
         .await
         .context("the hashing task stopped")?;
-        let result = result?;
+        let result = Some(result?);
         tracing::debug!(
             path = path.as_str(),
             elapsed_ms = t.elapsed().as_secs_f64() * 1000.0,

@@ -89,69 +89,104 @@ pub struct Cached {
 /// Hashes the file or folder at `path`, reusing `cached` entries whose stat
 /// still matches. Returns `Ok(None)` when nothing exists at `path`.
 pub fn hash_path(path: &Path, cached: Option<&Cached>) -> Result<Option<(Hashed, HashStats)>> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let is_dir = meta.is_dir();
-    let seen: Vec<(String, StatKey)> = if is_dir {
-        walk::walk(path)?
-    } else {
-        vec![(String::new(), StatKey::of(&meta))]
-    };
-    let cached_root = cached.map(|c| c.hash);
-    let cached = cached.map(|c| c.entries.as_slice()).unwrap_or(&[]);
-    // Both lists are sorted by path: a merge finds the reusable entries.
-    let mut reuse: Vec<Option<blake3::Hash>> = Vec::with_capacity(seen.len());
-    let mut j = 0;
-    for (rel, key) in &seen {
-        while j < cached.len() && cached[j].rel.as_str() < rel.as_str() {
-            j += 1;
-        }
-        let hit = cached
-            .get(j)
-            .filter(|c| c.rel == *rel && c.stat == *key)
-            .map(|c| c.hash);
-        reuse.push(hit);
+    match Seen::stat(path)? {
+        Some(seen) => seen.hash(cached).map(Some),
+        None => Ok(None),
     }
-    let entries: Vec<Entry> = seen
-        .into_par_iter()
-        .zip(reuse.into_par_iter())
-        .map(|((rel, stat), hit)| {
-            let hash = match hit {
-                Some(h) => h,
-                None if rel.is_empty() => hash_file(path, stat.size)?,
-                None => hash_file(&path.join(&rel), stat.size)?,
-            };
-            Ok(Entry {
-                rel,
-                stat,
-                hash,
-                reused: hit.is_some(),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let reused = entries.iter().filter(|e| e.reused).count() as u64;
-    let stats = HashStats {
-        reused,
-        rehashed: entries.len() as u64 - reused,
-    };
-    let size = entries.iter().map(|e| e.stat.size).sum();
-    // When every entry matched the cache one for one, the root cannot have changed.
-    let unchanged = stats.rehashed == 0 && entries.len() == cached.len();
-    let hash = match (is_dir, cached_root) {
-        (true, Some(root)) if unchanged => root,
-        (true, _) => merkle::root(&entries),
-        (false, _) => entries[0].hash,
-    };
-    Ok(Some((
-        Hashed {
-            hash,
-            size,
+}
+
+/// What is at a path, stat'ed: every file with its stat, nothing read yet.
+/// Stat'ing needs no cache, so a caller can load the cache meanwhile.
+pub struct Seen {
+    path: std::path::PathBuf,
+    is_dir: bool,
+    files: walk::Files,
+}
+
+impl Seen {
+    /// Stats the file or every file of the folder at `path`; `None` when
+    /// nothing is there.
+    pub fn stat(path: &Path) -> Result<Option<Seen>> {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let is_dir = meta.is_dir();
+        let files = if is_dir {
+            walk::walk(path)?
+        } else {
+            vec![(String::new(), StatKey::of(&meta))]
+        };
+        Ok(Some(Seen {
+            path: path.to_path_buf(),
             is_dir,
-            entries,
-        },
-        stats,
-    )))
+            files,
+        }))
+    }
+
+    /// The content hash: `cached` entries whose stat still matches are
+    /// trusted, every other file is read.
+    pub fn hash(self, cached: Option<&Cached>) -> Result<(Hashed, HashStats)> {
+        let Seen {
+            path,
+            is_dir,
+            files: seen,
+        } = self;
+        let path = path.as_path();
+        let cached_root = cached.map(|c| c.hash);
+        let cached = cached.map(|c| c.entries.as_slice()).unwrap_or(&[]);
+        // Both lists are sorted by path: a merge finds the reusable entries.
+        let mut reuse: Vec<Option<blake3::Hash>> = Vec::with_capacity(seen.len());
+        let mut j = 0;
+        for (rel, key) in &seen {
+            while j < cached.len() && cached[j].rel.as_str() < rel.as_str() {
+                j += 1;
+            }
+            let hit = cached
+                .get(j)
+                .filter(|c| c.rel == *rel && c.stat == *key)
+                .map(|c| c.hash);
+            reuse.push(hit);
+        }
+        let entries: Vec<Entry> = seen
+            .into_par_iter()
+            .zip(reuse.into_par_iter())
+            .map(|((rel, stat), hit)| {
+                let hash = match hit {
+                    Some(h) => h,
+                    None if rel.is_empty() => hash_file(path, stat.size)?,
+                    None => hash_file(&path.join(&rel), stat.size)?,
+                };
+                Ok(Entry {
+                    rel,
+                    stat,
+                    hash,
+                    reused: hit.is_some(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let reused = entries.iter().filter(|e| e.reused).count() as u64;
+        let stats = HashStats {
+            reused,
+            rehashed: entries.len() as u64 - reused,
+        };
+        let size = entries.iter().map(|e| e.stat.size).sum();
+        // When every entry matched the cache one for one, the root cannot have changed.
+        let unchanged = stats.rehashed == 0 && entries.len() == cached.len();
+        let hash = match (is_dir, cached_root) {
+            (true, Some(root)) if unchanged => root,
+            (true, _) => merkle::root(&entries),
+            (false, _) => entries[0].hash,
+        };
+        Ok((
+            Hashed {
+                hash,
+                size,
+                is_dir,
+                entries,
+            },
+            stats,
+        ))
+    }
 }
