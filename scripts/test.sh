@@ -3,6 +3,17 @@
 # with a private one-node Slurm cluster for the executor's tests.
 source "$(dirname "$0")/env.sh"
 cargo build --workspace --tests --all-features --quiet
+# Independent readers the lineage-export tests check against: the Python
+# `prov` package and `jsonschema` (in a venv of their own, beside the torch one).
+TOOLS="${PIPELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/avdfd-pipeline}/test-tools-1"
+if [ ! -f "$TOOLS/.complete" ]; then
+  echo "test.sh: creating $TOOLS (prov, jsonschema)" >&2
+  rm -rf "$TOOLS"
+  python3 -m venv "$TOOLS"
+  "$TOOLS/bin/pip" install -q "prov==2.1.1" "jsonschema==4.25.1"
+  touch "$TOOLS/.complete"
+fi
+export PIPELINE_TEST_PYTHON="$TOOLS/bin/python3"
 if slurm_env="$(bash scripts/slurm.sh up)"; then
   eval "$slurm_env"
   trap 'bash scripts/slurm.sh down' EXIT

@@ -618,6 +618,30 @@ fn a_sharded_stage_is_one_array_job_and_matches_a_local_run() {
         script.contains("--shard \"$SLURM_ARRAY_TASK_ID\""),
         "{script}"
     );
+    // The lineage export names each shard a run of its own, child of the step.
+    let events: Vec<serde_json::Value> = ws
+        .ok(&["lineage", "export", "--format", "openlineage"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step_run = events
+        .iter()
+        .find(|e| e["job"]["name"] == "parts" && e["eventType"] == "COMPLETE")
+        .map(|e| e["run"]["runId"].clone())
+        .unwrap();
+    let shard_ends: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["job"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("parts.shard-"))
+                && e["eventType"] == "COMPLETE"
+        })
+        .collect();
+    assert_eq!(shard_ends.len(), 8, "{events:?}");
+    for e in shard_ends {
+        assert_eq!(e["run"]["facets"]["parent"]["run"]["runId"], step_run);
+    }
 }
 
 /// Each array task's progress (here written by the command itself into its

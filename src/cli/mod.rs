@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pipeline::engine::dag::Dag;
 use pipeline::engine::run::{self, RunOptions};
 use pipeline::engine::workspace::Workspace;
-use pipeline::engine::{lineage, pipeline as def, status};
+use pipeline::engine::{export, lineage, pipeline as def, status};
 use pipeline::exec::slurm::ClusterConfig;
 use pipeline::store::StepId;
 
@@ -59,10 +59,14 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         format: DagFormat,
     },
-    /// What produced an artifact: step, params, code, host, times, inputs (recursively).
+    /// What produced an artifact: step, params, code, host, times, inputs
+    /// (recursively); `lineage export` writes the whole record for other tools.
+    #[command(args_conflicts_with_subcommands = true)]
     Lineage {
+        #[command(subcommand)]
+        export: Option<LineageCmd>,
         /// A recorded artifact, or a file inside a recorded folder.
-        path: String,
+        path: Option<String>,
         /// What was made from the artifact instead.
         #[arg(long)]
         downstream: bool,
@@ -176,6 +180,29 @@ struct RunArgs {
     /// then a summary) instead of words on stderr.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum LineageCmd {
+    /// Every recorded run and step as OpenLineage 2-0-2 run events (one JSON
+    /// line each) or as one W3C PROV-JSON document.
+    Export {
+        /// openlineage (NDJSON run events) or prov (PROV-JSON).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The OpenLineage namespace of the jobs (default: pipeline/<workspace folder name>).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Openlineage,
+    Prov,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -369,10 +396,61 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Lineage {
+            export:
+                Some(LineageCmd::Export {
+                    format,
+                    output,
+                    namespace,
+                }),
+            ..
+        } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            let text = match format {
+                ExportFormat::Openlineage => {
+                    let ns = namespace.clone().unwrap_or_else(|| {
+                        let name = ws
+                            .root
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned());
+                        format!("pipeline/{}", name.unwrap_or_default())
+                    });
+                    let mut out = String::new();
+                    for e in export::openlineage(&ws, &ns).await? {
+                        out.push_str(&serde_json::to_string(&e)?);
+                        out.push('\n');
+                    }
+                    out
+                }
+                ExportFormat::Prov => {
+                    serde_json::to_string_pretty(&export::prov(&ws).await?)? + "\n"
+                }
+            };
+            match output {
+                Some(f) => pipeline::util::write_atomic(f, text.as_bytes())
+                    .with_context(|| format!("writing {}", f.display()))?,
+                None => {
+                    use std::io::Write;
+                    // A reader that stops early (`| head`) ends the export quietly.
+                    match std::io::stdout().lock().write_all(text.as_bytes()) {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        r => r.context("writing the export")?,
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Lineage {
             path,
             downstream,
             json,
+            ..
         } => {
+            let Some(path) = path else {
+                anyhow::bail!(
+                    "name an artifact (`pipeline lineage PATH`), or export the whole record \
+                     (`pipeline lineage export --format openlineage|prov`)"
+                );
+            };
             let ws = Workspace::open(&cli.workspace).await?;
             let l = lineage::lineage(&ws, path, *downstream).await?;
             if *json {

@@ -73,6 +73,25 @@ impl EnvKey {
         )
     }
 
+    /// A UUID (RFC 9562 version 8: derived, not random) for `what`, stable
+    /// within this workspace and unguessable outside it: the run ids of a
+    /// lineage export.
+    pub fn uuid(&self, what: &str) -> String {
+        let h = blake3::keyed_hash(&self.0, format!("uuid:{what}").as_bytes());
+        let mut b: [u8; 16] = h.as_bytes()[..16].try_into().expect("16 of 32 bytes");
+        b[6] = (b[6] & 0x0f) | 0x80;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &x[..8],
+            &x[8..12],
+            &x[12..16],
+            &x[16..20],
+            &x[20..]
+        )
+    }
+
     /// `recorded` as a digest: stores written before values were hashed hold
     /// the value itself.
     pub fn as_digest(&self, recorded: &str) -> String {
@@ -87,6 +106,23 @@ impl EnvKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_are_version_8_stable_and_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = EnvKey::load_or_create(dir.path()).unwrap();
+        let a = k.uuid("step:1");
+        assert_eq!(a, k.uuid("step:1"));
+        assert_ne!(a, k.uuid("step:2"));
+        let parts: Vec<&str> = a.split('-').collect();
+        let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [8, 4, 4, 4, 12], "{a}");
+        assert!(parts[2].starts_with('8'), "version 8: {a}");
+        assert!("89ab".contains(&parts[3][..1]), "RFC 9562 variant: {a}");
+        let other = tempfile::tempdir().unwrap();
+        let k2 = EnvKey::load_or_create(other.path()).unwrap();
+        assert_ne!(a, k2.uuid("step:1"), "another workspace, another id");
+    }
 
     #[test]
     fn the_key_is_made_once_private_and_keys_the_digest() {

@@ -5,6 +5,7 @@ pub mod dag;
 pub mod envkey;
 pub mod events;
 mod executor;
+pub mod export;
 pub mod fingerprint;
 pub mod gc;
 pub mod ingest;

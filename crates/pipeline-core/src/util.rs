@@ -15,6 +15,27 @@ pub fn now_ms() -> i64 {
 }
 
 /// This machine's host name.
+/// The login name of this process's user: `$USER`, else the password
+/// database's entry for its uid; `None` when neither says.
+pub fn user_name() -> Option<String> {
+    if let Some(u) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return Some(u);
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or NULL; the
+    // name is copied out at once and nothing else in this process calls it
+    // concurrently with a use of that storage.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    }
+}
+
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates or truncates.
@@ -112,5 +133,68 @@ pub fn human_bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{v:.1} {}", U[i])
+    }
+}
+
+/// A moment in UTC, from unix milliseconds (proleptic Gregorian calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    pub milli: i64,
+}
+
+impl UtcTime {
+    pub fn of(ms: i64) -> UtcTime {
+        let secs = ms.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil-from-days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        UtcTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem % 3600 / 60,
+            second: rem % 60,
+            milli: ms.rem_euclid(1000),
+        }
+    }
+
+    /// RFC 3339 with milliseconds, e.g. `2026-12-05T16:00:00.123Z`.
+    pub fn rfc3339(ms: i64) -> String {
+        let t = UtcTime::of(ms);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second, t.milli
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_in_utc_as_rfc_3339() {
+        assert_eq!(UtcTime::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29 23:59:59.999 UTC: a leap day, the last millisecond.
+        assert_eq!(
+            UtcTime::rfc3339(1_709_251_199_999),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(UtcTime::rfc3339(-1), "1969-12-31T23:59:59.999Z");
     }
 }

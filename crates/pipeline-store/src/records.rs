@@ -147,6 +147,22 @@ pub struct StepRecord {
     pub peak_rss_kb: Option<i64>,
 }
 
+/// One `pipeline run` (a row of `runs`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRecord {
+    pub id: i64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub command: String,
+    pub host: String,
+    /// `None` for a run recorded before users were.
+    pub user: Option<String>,
+    pub pid: i64,
+    pub profile: String,
+    pub executor: String,
+}
+
 /// One recorded version of an artifact (a row of `artifacts`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Artifact {
@@ -199,12 +215,13 @@ const ARTIFACT_COLUMNS: &str = "id, path, hash, size, file_count, is_dir, record
 impl Store {
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<RunId> {
         let id = sqlx::query(
-            "INSERT INTO runs (started_at, status, command, host, pid, profile, executor) \
-             VALUES (?, 'running', ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (started_at, status, command, host, user, pid, profile, executor) \
+             VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
         )
         .bind(now_ms())
         .bind(run.command)
         .bind(pipeline_core::util::hostname())
+        .bind(pipeline_core::util::user_name())
         .bind(std::process::id() as i64)
         .bind(run.profile)
         .bind(run.executor)
@@ -511,6 +528,25 @@ impl Store {
         let rows = sqlx::query_as(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE status IN ('queued', 'running') ORDER BY id"
         ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Every recorded step, oldest first.
+    pub async fn all_steps(&self) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query_as(&format!("SELECT {STEP_COLUMNS} FROM steps ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Every recorded run, oldest first.
+    pub async fn all_runs(&self) -> Result<Vec<RunRecord>> {
+        let rows = sqlx::query_as(
+            "SELECT id, started_at, finished_at, status, command, host, user, pid, profile, executor \
+             FROM runs ORDER BY id",
+        )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)
