@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use super::progress::Progress;
 
@@ -40,6 +41,22 @@ pub fn file_blake3(path: &Path) -> Result<String> {
 pub enum Outcome {
     Ok,
     Failed(String),
+}
+
+/// One line of `items.jsonl`.
+#[derive(Debug, Serialize)]
+pub struct ItemRow<'a> {
+    pub item: &'a str,
+    pub status: ItemStatus,
+    /// Why the item failed; `null` for one that succeeded.
+    pub reason: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Ok,
+    Failed,
 }
 
 /// Appends `{"item","status","reason"}` lines to `step_dir/items.jsonl` from
@@ -104,12 +121,19 @@ impl ItemLog {
     }
 
     pub fn record(&self, item: &str, outcome: &Outcome) -> Result<()> {
-        let line = match outcome {
-            Outcome::Ok => serde_json::json!({"item": item, "status": "ok", "reason": null}),
-            Outcome::Failed(r) => {
-                serde_json::json!({"item": item, "status": "failed", "reason": r})
-            }
+        let row = match outcome {
+            Outcome::Ok => ItemRow {
+                item,
+                status: ItemStatus::Ok,
+                reason: None,
+            },
+            Outcome::Failed(r) => ItemRow {
+                item,
+                status: ItemStatus::Failed,
+                reason: Some(r),
+            },
         };
+        let line = serde_json::to_string(&row)?;
         {
             let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
             writeln!(f, "{line}")
@@ -184,6 +208,9 @@ mod tests {
         let p = read();
         assert_eq!((p.done, p.failed, p.total), (3, 1, 3));
         let lines = std::fs::read_to_string(dir.path().join("items.jsonl")).unwrap();
-        assert_eq!(lines.lines().count(), 3);
+        let rows: Vec<&str> = lines.lines().collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0], r#"{"item":"a","status":"ok","reason":null}"#);
+        assert_eq!(rows[1], r#"{"item":"b","status":"failed","reason":"bad"}"#);
     }
 }
