@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use pipeline::engine::dag::Dag;
 use pipeline::engine::run::{self, RunOptions};
 use pipeline::engine::workspace::Workspace;
-use pipeline::engine::{export, lineage, pipeline as def, status};
+use pipeline::engine::{compare, export, lineage, pipeline as def, status};
 use pipeline::exec::slurm::ClusterConfig;
 use pipeline::store::StepId;
 
@@ -73,6 +73,16 @@ enum Cmd {
         /// Print the tree as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Compare the metrics of two recorded steps (each metrics.json among their outputs).
+    Metrics {
+        #[command(subcommand)]
+        cmd: DiffCmd,
+    },
+    /// Compare the resolved parameters of two recorded steps.
+    Params {
+        #[command(subcommand)]
+        cmd: DiffCmd,
     },
     /// Re-hash every recorded artifact and list those that changed (exit 1 if any).
     Verify {
@@ -180,6 +190,25 @@ struct RunArgs {
     /// then a summary) instead of words on stderr.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum DiffCmd {
+    /// What differs between two steps: OLD NEW by id, or by default the
+    /// stage's last two.
+    Diff {
+        /// Two step ids, OLD then NEW (none: the stage's last two).
+        steps: Vec<i64>,
+        /// The stage (default: the one recorded last).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Show the values that did not change too.
+        #[arg(long)]
+        all: bool,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -457,6 +486,41 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&l)?);
             } else {
                 print!("{}", report::lineage_text(&l));
+            }
+            Ok(0)
+        }
+        Cmd::Metrics {
+            cmd:
+                DiffCmd::Diff {
+                    steps,
+                    stage,
+                    all,
+                    json,
+                },
+        }
+        | Cmd::Params {
+            cmd:
+                DiffCmd::Diff {
+                    steps,
+                    stage,
+                    all,
+                    json,
+                },
+        } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            let metrics = matches!(cli.command, Cmd::Metrics { .. });
+            let d = if metrics {
+                compare::metrics_diff(&ws, steps, stage.as_deref(), *all).await?
+            } else {
+                compare::params_diff(&ws, steps, stage.as_deref(), *all).await?
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!(
+                    "{}",
+                    report::diff_text(if metrics { "metrics" } else { "params" }, &d)
+                );
             }
             Ok(0)
         }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline::engine::compare::Diff;
 use pipeline::engine::lineage::{Lineage, Node, Now, StepNode};
 use pipeline::engine::run::{Event, Reporter, Summary};
 use pipeline::engine::status::{GoneAs, StageRow};
@@ -343,6 +344,67 @@ pub fn status_text(rows: &[StageRow]) -> String {
             r.stage,
             r.why.join("; ")
         ));
+    }
+    s
+}
+
+/// A comparison of two steps as a table: key, old, new, change.
+pub fn diff_text(what: &str, d: &Diff) -> String {
+    let (o, n) = (
+        format!("step {}", d.old_step),
+        format!("step {}", d.new_step),
+    );
+    let mut s = format!("{what} of {}: {o} -> {n}\n", d.stage);
+    if d.rows.is_empty() {
+        s.push_str("no differences\n");
+        return s;
+    }
+    let show = |v: &Option<serde_json::Value>| match v {
+        None => "-".to_string(),
+        Some(serde_json::Value::String(t)) => t.clone(),
+        Some(serde_json::Value::Number(x)) => match x.as_f64() {
+            Some(f) if x.is_f64() => format!("{f:.4}"),
+            _ => x.to_string(),
+        },
+        Some(v) => v.to_string(),
+    };
+    let cells: Vec<[String; 4]> = d
+        .rows
+        .iter()
+        .map(|r| {
+            [
+                r.key.clone(),
+                show(&r.old),
+                show(&r.new),
+                r.change.map(|c| format!("{c:+.4}")).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let head = ["key".to_string(), o, n, "change".to_string()];
+    let w: Vec<usize> = (0..4)
+        .map(|i| {
+            cells
+                .iter()
+                .chain([&head])
+                .map(|c| c[i].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in std::iter::once(&head).chain(&cells) {
+        let line = format!(
+            "{:w0$}  {:>w1$}  {:>w2$}  {:>w3$}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     s
 }

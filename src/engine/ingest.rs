@@ -77,6 +77,9 @@ pub async fn ingest(
         host: Some(&r.host),
     };
     ws.store.finish_step(id, &end, &outputs).await?;
+    if status == StepStatus::Succeeded {
+        keep_metrics(ws, id, &r.outputs).await?;
+    }
     if status == StepStatus::Succeeded
         && !job::read_job(&dir).is_ok_and(|j| j.keep_memo != Some(false))
     {
@@ -102,4 +105,35 @@ pub async fn fail_step(ws: &Workspace, step: StepId, why: &str) -> Result<()> {
         host: None,
     };
     ws.store.finish_step(step, &end, &[]).await
+}
+
+/// The name of the file whose numbers `pipeline metrics diff` compares.
+pub const METRICS_FILE: &str = "metrics.json";
+/// A metrics file larger than this is not kept (it is not a summary).
+const METRICS_MAX_BYTES: u64 = 4 << 20;
+
+/// Keeps each `metrics.json` among a step's outputs (an output of that name,
+/// or one at the top of an output folder) in the store.
+async fn keep_metrics(ws: &Workspace, id: StepId, outputs: &[job::OutputResult]) -> Result<()> {
+    for o in outputs {
+        let rel = if o.is_dir {
+            format!("{}/{METRICS_FILE}", o.path.as_str())
+        } else if o.path.as_str().rsplit('/').next() == Some(METRICS_FILE) {
+            o.path.as_str().to_string()
+        } else {
+            continue;
+        };
+        let file = ws.root.join(&rel);
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() <= METRICS_MAX_BYTES) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if serde_json::from_str::<serde_json::Value>(&text).is_err() {
+            tracing::warn!("{rel} is not JSON: not kept as metrics");
+            continue;
+        }
+        ws.store.put_metrics(id, &rel, &text).await?;
+    }
+    Ok(())
 }

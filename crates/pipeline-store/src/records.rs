@@ -552,6 +552,53 @@ impl Store {
         Ok(rows)
     }
 
+    /// Keeps the metrics file `path` that step `id` wrote.
+    pub async fn put_metrics(&self, id: StepId, path: &str, json: &str) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO step_metrics (step_id, path, json) VALUES (?, ?, ?)")
+            .bind(id.0)
+            .bind(path)
+            .bind(json)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The metrics files step `id` wrote: (path, JSON text), by path.
+    pub async fn metrics_of(&self, id: StepId) -> Result<Vec<(String, String)>> {
+        let rows =
+            sqlx::query_as("SELECT path, json FROM step_metrics WHERE step_id = ? ORDER BY path")
+                .bind(id.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows)
+    }
+
+    /// The succeeded steps that kept metrics, newest first; of `stage` only
+    /// when given.
+    pub async fn steps_with_metrics(&self, stage: Option<&str>) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE status = 'succeeded' \
+             AND id IN (SELECT step_id FROM step_metrics) AND (? IS NULL OR stage = ?) \
+             ORDER BY id DESC"
+        ))
+        .bind(stage)
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// The steps of `stage`, newest first.
+    pub async fn steps_of(&self, stage: &str) -> Result<Vec<StepRecord>> {
+        let rows = sqlx::query_as(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? ORDER BY id DESC"
+        ))
+        .bind(stage)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
     /// Marks a step that will not finish, with the reason.
     pub async fn mark_step(&self, id: StepId, status: StepStatus, error: &str) -> Result<()> {
         sqlx::query("UPDATE steps SET status = ?, error = ?, finished_at = ? WHERE id = ?")
