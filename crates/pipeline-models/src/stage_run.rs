@@ -214,6 +214,7 @@ pub fn run_stage1(params: &Stage1Params, paths: &StagePaths<'_>) -> Result<Train
         device,
         checkpoints: &paths.work.join("checkpoints"),
         verbose: paths.verbose,
+        progress: Some(paths.work),
     };
     let state = fit(
         &task,
@@ -281,6 +282,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
         device,
         checkpoints: &checkpoints,
         verbose: paths.verbose,
+        progress: Some(paths.work),
     };
     let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;
     let Some(refit) = &params.fusion_refit else {
@@ -334,6 +336,7 @@ pub fn run_stage2(params: &Stage2Params, paths: &StagePaths<'_>) -> Result<Train
             device,
             checkpoints: &refit_checkpoints,
             verbose: paths.verbose,
+            progress: Some(paths.work),
         },
     )?;
     let extra = serde_json::json!({
@@ -382,6 +385,7 @@ pub fn run_baseline(params: &BaselineParams, paths: &StagePaths<'_>) -> Result<T
         device,
         checkpoints: &paths.work.join("checkpoints"),
         verbose: paths.verbose,
+        progress: Some(paths.work),
     };
     let groups = BaselineTask::groups(&vs, params.head_lr_scale);
     let state = fit(&task, &set, &vs, groups, &params.recipe, &opts)?;

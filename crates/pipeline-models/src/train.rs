@@ -24,6 +24,7 @@ use super::metrics::{self, Report, ScoredClip};
 use super::optim::{AdamW, ParamGroup};
 
 pub use pipeline_core::stages::model_params::{Recipe, SelectionMetric};
+use pipeline_core::stages::progress::{Progress, Training};
 
 /// What one stage contributes to the loop.
 pub trait Task {
@@ -159,6 +160,26 @@ pub struct FitOptions<'a> {
     pub checkpoints: &'a Path,
     /// Print one line per epoch to stderr.
     pub verbose: bool,
+    /// Where to keep `progress.json` (the step's folder; the head and
+    /// `status` show it): epoch, step, loss, validation metric, time left.
+    pub progress: Option<&'a Path>,
+}
+
+/// How often the loop rewrites `progress.json` within an epoch.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes the loop's progress; a display only, so a failed write is ignored.
+fn show_progress(dir: Option<&Path>, since: Instant, done: u64, total: u64, t: Training) {
+    if let Some(d) = dir {
+        let p = Progress {
+            done,
+            total,
+            elapsed_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+            training: Some(t),
+            ..Progress::default()
+        };
+        let _ = p.write(d);
+    }
 }
 
 /// Trains `vs` with `task` until the recipe's epochs are done or early
@@ -197,6 +218,9 @@ pub fn fit(
         }
     }
     let use_amp = recipe.amp && opts.device.is_cuda();
+    // Progress counts the steps of this process (a resumed run's rate is its own).
+    let (fit_started, first_epoch) = (Instant::now(), state.epochs_done);
+    let mut last_val = state.history.last().map(|r| r.val_metric);
     while state.epochs_done < recipe.epochs && !state.stopped_early {
         let epoch = state.epochs_done;
         let started = Instant::now();
@@ -205,6 +229,10 @@ pub fn fit(
         tch::manual_seed((recipe.seed.wrapping_mul(1_000_003) + epoch as u64) as i64);
         let lr = recipe.lr * recipe.schedule.factor(epoch, recipe.epochs);
         let specs = task.train_batches(epoch);
+        let per_epoch = specs.len() as u64;
+        let total = (recipe.epochs - first_epoch) as u64 * per_epoch;
+        let before = (epoch - first_epoch) as u64 * per_epoch;
+        let mut shown = Instant::now();
         let (mut sum, mut n, mut steps) = (0.0, 0.0, 0u64);
         let mut parts_sum: Vec<(&'static str, f64)> = Vec::new();
         for batch in Prefetcher::start(set.clone(), specs, recipe.workers, recipe.prefetch) {
@@ -224,6 +252,18 @@ pub fn fit(
             }
             for (acc, (_, v)) in parts_sum.iter_mut().zip(&parts) {
                 acc.1 += v;
+            }
+            if shown.elapsed() >= PROGRESS_EVERY || steps == per_epoch {
+                shown = Instant::now();
+                let t = Training {
+                    epoch: epoch as u64 + 1,
+                    epochs: recipe.epochs as u64,
+                    step: steps,
+                    steps: per_epoch,
+                    loss: sum / n,
+                    val_metric: last_val,
+                };
+                show_progress(opts.progress, fit_started, before + steps, total, t);
             }
         }
         let val_specs = task.eval_batches(Split::Val);
@@ -265,6 +305,16 @@ pub fn fit(
                 record.seconds
             );
         }
+        last_val = Some(metric);
+        let t = Training {
+            epoch: epoch as u64 + 1,
+            epochs: recipe.epochs as u64,
+            step: steps,
+            steps: per_epoch,
+            loss: record.train_loss,
+            val_metric: last_val,
+        };
+        show_progress(opts.progress, fit_started, before + steps, total, t);
         state.history.push(record);
         state.epochs_done += 1;
         state.optimizer_step = opt.step;

@@ -86,6 +86,18 @@ fn sigkill(pid: i32) {
 fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
     let whole = workspace();
     whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+    // The training showed its progress: the last write is the last epoch's.
+    let p: serde_json::Value =
+        serde_json::from_str(&whole.read(".pipeline/steps/1/progress.json")).unwrap();
+    let t = &p["training"];
+    assert_eq!(
+        (t["epoch"].as_u64(), t["epochs"].as_u64()),
+        (Some(EPOCHS as u64), Some(EPOCHS as u64)),
+        "{p}"
+    );
+    assert_eq!(t["step"], t["steps"], "{p}");
+    assert!(t["val_metric"].as_f64().is_some(), "{p}");
+    assert_eq!(p["done"], p["total"], "{p}");
 
     let ws = workspace();
     let mut head = ws
@@ -96,6 +108,12 @@ fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
         .spawn()
         .unwrap();
     until_epoch_3(&ws, &mut head, 120);
+    // `status` beside the live run shows where the training is.
+    let st: serde_json::Value =
+        serde_json::from_str(&ws.ok(&["--profile", "tiny", "status", "--json"])).unwrap();
+    let t = &st["stages"][0]["running"]["progress"]["training"];
+    assert!(t["epoch"].as_u64().is_some_and(|e| e >= 3), "{st}");
+    assert_eq!(t["epochs"], EPOCHS as u64, "{st}");
     let worker: i32 = ws
         .read(".pipeline/steps/1/pid")
         .split_whitespace()
@@ -153,6 +171,18 @@ fn a_cancelled_slurm_training_continues_from_its_last_checkpoint_in_the_next_ste
     }
     let whole = workspace();
     whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+    // The training showed its progress: the last write is the last epoch's.
+    let p: serde_json::Value =
+        serde_json::from_str(&whole.read(".pipeline/steps/1/progress.json")).unwrap();
+    let t = &p["training"];
+    assert_eq!(
+        (t["epoch"].as_u64(), t["epochs"].as_u64()),
+        (Some(EPOCHS as u64), Some(EPOCHS as u64)),
+        "{p}"
+    );
+    assert_eq!(t["step"], t["steps"], "{p}");
+    assert!(t["val_metric"].as_f64().is_some(), "{p}");
+    assert_eq!(p["done"], p["total"], "{p}");
 
     let ws = workspace();
     let cluster = ws.path("cluster.yaml");

@@ -1,6 +1,7 @@
-//! A running step's progress through its items: what the item log writes
-//! (`progress.json` in the step's folder, or each shard's), what the head
-//! sums over the shards and shows, and its wording.
+//! A running step's progress through its items, or a training stage's
+//! through its epochs and steps: what the item log or the training loop
+//! writes (`progress.json` in the step's folder, or each shard's), what the
+//! head sums over the shards and shows, and its wording.
 
 use std::path::Path;
 
@@ -10,13 +11,30 @@ use serde::{Deserialize, Serialize};
 /// step's folder, or each shard's) while it runs.
 pub const PROGRESS_FILE: &str = "progress.json";
 
-/// Items done (failed ones included) out of `total`, after `elapsed_ms`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Items done (failed ones included) out of `total`, after `elapsed_ms`. A
+/// training stage counts optimizer steps as its items (`total`: every epoch's
+/// steps) and says where it is in `training`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub done: u64,
     pub failed: u64,
     pub total: u64,
     pub elapsed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+}
+
+/// Where a training loop is: epoch `epoch` (from 1) of `epochs`, step
+/// `step` of its `steps`, the running mean of the epoch's loss, and the
+/// validation metric after the last finished epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    pub epoch: u64,
+    pub epochs: u64,
+    pub step: u64,
+    pub steps: u64,
+    pub loss: f64,
+    pub val_metric: Option<f64>,
 }
 
 impl Progress {
@@ -54,6 +72,21 @@ impl Progress {
 
     /// "120 of 2100 items (5.7%), 3 failed, 85.1 items/s, about 23 s left".
     pub fn text(&self) -> String {
+        if let Some(t) = &self.training {
+            let mut s = format!(
+                "epoch {} of {}, step {} of {}, loss {:.4}",
+                t.epoch, t.epochs, t.step, t.steps, t.loss
+            );
+            if let Some(v) = t.val_metric {
+                s += &format!(", val {v:.4}");
+            }
+            if self.done > 0 && self.done < self.total && self.elapsed_ms > 0 {
+                let left =
+                    (self.total - self.done) as f64 * self.elapsed_ms as f64 / self.done as f64;
+                s += &format!(", about {} left", crate::util::human_ms(left as i64));
+            }
+            return s;
+        }
         let mut s = format!("{} of {} items", self.done, self.total);
         if self.total > 0 {
             s += &format!(" ({:.1}%)", 100.0 * self.done as f64 / self.total as f64);
@@ -89,6 +122,7 @@ mod tests {
                 failed: 1,
                 total: 10,
                 elapsed_ms: 1000 * (i + 1),
+                training: None,
             }
             .write(&d)
             .unwrap();
@@ -100,7 +134,8 @@ mod tests {
                 done: 10,
                 failed: 2,
                 total: 20,
-                elapsed_ms: 2000
+                elapsed_ms: 2000,
+                training: None,
             }
         );
         assert_eq!(
@@ -112,6 +147,24 @@ mod tests {
             ..Progress::default()
         };
         assert_eq!(nothing_yet.text(), "0 of 7 items (0.0%)");
+        let training = Progress {
+            done: 250,
+            total: 1000,
+            elapsed_ms: 10_000,
+            training: Some(Training {
+                epoch: 3,
+                epochs: 10,
+                step: 50,
+                steps: 100,
+                loss: 0.41234,
+                val_metric: Some(0.9),
+            }),
+            ..Progress::default()
+        };
+        assert_eq!(
+            training.text(),
+            "epoch 3 of 10, step 50 of 100, loss 0.4123, val 0.9000, about 30.0 s left"
+        );
         // The gathering run's own file, once there, is the step's progress.
         nothing_yet.write(dir.path()).unwrap();
         assert_eq!(Progress::of_step(dir.path()), Some(nothing_yet));
