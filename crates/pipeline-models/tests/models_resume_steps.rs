@@ -53,6 +53,25 @@ fn workspace_only() -> Ws {
     ws
 }
 
+/// An uninterrupted local run, whose training showed its progress: the
+/// last write is the last epoch's.
+fn uninterrupted() -> Ws {
+    let whole = workspace();
+    whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
+    let p: serde_json::Value =
+        serde_json::from_str(&whole.read(".pipeline/steps/1/progress.json")).unwrap();
+    let t = &p["training"];
+    assert_eq!(
+        (t["epoch"].as_u64(), t["epochs"].as_u64()),
+        (Some(EPOCHS as u64), Some(EPOCHS as u64)),
+        "{p}"
+    );
+    assert_eq!(t["step"], t["steps"], "{p}");
+    assert!(t["val_metric"].as_f64().is_some(), "{p}");
+    assert_eq!(p["done"], p["total"], "{p}");
+    whole
+}
+
 fn hash(ws: &Ws, rel: &str) -> String {
     let (h, _) = pipeline_core::hash::hash_path(&ws.path(rel), None)
         .unwrap()
@@ -84,20 +103,7 @@ fn sigkill(pid: i32) {
 
 #[test]
 fn a_killed_training_continues_from_its_last_checkpoint_in_the_next_step() {
-    let whole = workspace();
-    whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
-    // The training showed its progress: the last write is the last epoch's.
-    let p: serde_json::Value =
-        serde_json::from_str(&whole.read(".pipeline/steps/1/progress.json")).unwrap();
-    let t = &p["training"];
-    assert_eq!(
-        (t["epoch"].as_u64(), t["epochs"].as_u64()),
-        (Some(EPOCHS as u64), Some(EPOCHS as u64)),
-        "{p}"
-    );
-    assert_eq!(t["step"], t["steps"], "{p}");
-    assert!(t["val_metric"].as_f64().is_some(), "{p}");
-    assert_eq!(p["done"], p["total"], "{p}");
+    let whole = uninterrupted();
 
     let ws = workspace();
     let mut head = ws
@@ -169,20 +175,7 @@ fn a_cancelled_slurm_training_continues_from_its_last_checkpoint_in_the_next_ste
     if !common::slurm_cluster() {
         return;
     }
-    let whole = workspace();
-    whole.ok(&["--profile", "tiny", "run", "--device", "cpu"]);
-    // The training showed its progress: the last write is the last epoch's.
-    let p: serde_json::Value =
-        serde_json::from_str(&whole.read(".pipeline/steps/1/progress.json")).unwrap();
-    let t = &p["training"];
-    assert_eq!(
-        (t["epoch"].as_u64(), t["epochs"].as_u64()),
-        (Some(EPOCHS as u64), Some(EPOCHS as u64)),
-        "{p}"
-    );
-    assert_eq!(t["step"], t["steps"], "{p}");
-    assert!(t["val_metric"].as_f64().is_some(), "{p}");
-    assert_eq!(p["done"], p["total"], "{p}");
+    let whole = uninterrupted();
 
     let ws = workspace();
     let cluster = ws.path("cluster.yaml");
