@@ -142,18 +142,21 @@ pub async fn metrics_diff(
     stage: Option<&str>,
     all: bool,
 ) -> Result<Diff> {
-    let candidates = ws.store.steps_with_metrics(stage).await?;
-    let stage = match (stage, candidates.first()) {
-        (Some(s), _) => s.to_string(),
-        (None, Some(s)) => s.stage.clone(),
-        (None, None) if named.is_empty() => bail!("metrics diff: no recorded step kept metrics"),
-        (None, None) => String::new(),
+    let (old_step, new_step) = if named.is_empty() {
+        let candidates = ws.store.steps_with_metrics(stage).await?;
+        let stage = match (stage, candidates.first()) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(s)) => s.stage.clone(),
+            (None, None) => bail!("metrics diff: no recorded step kept metrics"),
+        };
+        let same: Vec<StepRecord> = candidates
+            .into_iter()
+            .filter(|s| s.stage == stage)
+            .collect();
+        pick(named, &same, &format!("metrics of {stage}"))?
+    } else {
+        pick(named, &[], "metrics diff")?
     };
-    let same: Vec<StepRecord> = candidates
-        .into_iter()
-        .filter(|s| s.stage == stage)
-        .collect();
-    let (old_step, new_step) = pick(named, &same, &format!("metrics of {stage}"))?;
     let (old, new) = (
         metrics_of(ws, old_step).await?,
         metrics_of(ws, new_step).await?,
@@ -176,8 +179,8 @@ pub async fn params_diff(
 ) -> Result<Diff> {
     let stage = match stage {
         Some(s) => s.to_string(),
-        None => match ws.store.all_steps().await?.last() {
-            Some(s) => s.stage.clone(),
+        None => match ws.store.newest_step().await? {
+            Some(s) => s.stage,
             None => bail!("params diff: no step is recorded yet"),
         },
     };

@@ -492,6 +492,16 @@ impl Store {
     }
 
     /// The newest step of `stage`, whatever its status.
+    /// The step recorded last, of any stage.
+    pub async fn newest_step(&self) -> Result<Option<StepRecord>> {
+        let r = sqlx::query_as(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r)
+    }
+
     pub async fn latest_step(&self, stage: &str) -> Result<Option<StepRecord>> {
         let r = sqlx::query_as(&format!(
             "SELECT {STEP_COLUMNS} FROM steps WHERE stage = ? ORDER BY id DESC LIMIT 1"
