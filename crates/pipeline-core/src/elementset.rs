@@ -410,6 +410,61 @@ impl ElementSet {
     }
 }
 
+/// The list of videos beside an element set cut for `pipeline detect` (by
+/// `pipeline-media elements extract`): one [`ExtractedInput`] per line, in the
+/// order the files were given, the unreadable ones included.
+pub const INPUTS: &str = "inputs.jsonl";
+
+/// One video given to `pipeline-media elements extract`: where its clip is in
+/// the manifest, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractedInput {
+    /// The file, as it was given.
+    pub file: String,
+    /// The key its window start was drawn with (see the extract command).
+    pub key: String,
+    /// Its category, when the file lies in a FakeAVCeleb-shaped folder; the
+    /// manifest row of a file without one holds a placeholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Its clip's row in `manifest.jsonl`; `None` when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<usize>,
+    /// Why it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Writes `dir/inputs.jsonl` atomically.
+pub fn write_inputs(dir: &Path, inputs: &[ExtractedInput]) -> Result<()> {
+    let mut text = String::new();
+    for i in inputs {
+        text.push_str(&serde_json::to_string(i)?);
+        text.push('\n');
+    }
+    write_atomic(&dir.join(INPUTS), text.as_bytes())
+}
+
+/// Reads `dir/inputs.jsonl`.
+pub fn read_inputs(dir: &Path) -> Result<Vec<ExtractedInput>> {
+    let path = dir.join(INPUTS);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: is {} an element folder cut by `pipeline-media elements extract`?",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: invalid input record", path.display(), i + 1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,8 +30,9 @@ use crate::elementset::{
     frames_bytes, read_header, shard_name, write_manifest, ClipRecord, ShardWriter, Split,
     MEL_BYTES,
 };
-use crate::media::element::{extract, ElementSpec};
+use crate::media::element::{extract, Element, ElementSpec};
 use crate::media::mel::MelSpectrogram;
+use crate::media::MediaError;
 use crate::rng::{shuffle, unit};
 use crate::util::write_atomic;
 
@@ -61,6 +62,27 @@ fn spec(p: &Params) -> ElementSpec {
         min_seconds: p.min_seconds,
         min_audio_coverage: p.min_audio_coverage,
     }
+}
+
+/// Cuts clip `j` of the video at `path` as the stage does: its window start
+/// is drawn from the seed and the video's `key` (its path under the corpus
+/// root, `Category/race/gender/id/name.mp4`), so the same key and parameters
+/// give the same element wherever the file lies. `pipeline detect` cuts its
+/// videos with this too.
+pub fn extract_clip(
+    path: &Path,
+    key: &str,
+    j: usize,
+    p: &Params,
+    mel: &MelSpectrogram,
+) -> Result<Element, MediaError> {
+    // The first clip's draw does not depend on how many clips there are.
+    let purpose = if j == 0 {
+        "window".to_string()
+    } else {
+        format!("window/{j}")
+    };
+    extract(path, &spec(p), mel, unit(p.seed, &purpose, key))
 }
 
 /// What the manifest says of one finished video (besides split and shard).
@@ -205,13 +227,7 @@ fn item(
     let mut windows = Vec::new();
     let mut frame_times = Vec::new();
     for j in 0..p.clips_per_video {
-        // The first clip's draw does not depend on how many clips there are.
-        let purpose = if j == 0 {
-            "window".to_string()
-        } else {
-            format!("window/{j}")
-        };
-        match extract(&v.path, &spec(p), mel, unit(p.seed, &purpose, &v.key)) {
+        match extract_clip(&v.path, &v.key, j, p, mel) {
             Err(e) => {
                 let reason = e.to_string();
                 write_atomic(&failed, reason.as_bytes())?;

@@ -115,12 +115,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
 pub enum ElementsCommand {
     /// Print a clip's manifest row and write its 16 frames and its mel as PNG images.
     Inspect(InspectArgs),
+    /// Cut the element of any video files as the elements stage does (what
+    /// `pipeline detect` scores); an unreadable file is listed, not fatal.
+    Extract(super::elements_extract::ExtractArgs),
 }
 
 impl ElementsCommand {
     pub fn run(self) -> Result<()> {
         match self {
             ElementsCommand::Inspect(a) => run(a),
+            ElementsCommand::Extract(a) => super::elements_extract::run(a),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod corpus;
 pub mod elements;
 pub mod elements_bench;
+pub mod elements_extract;
 pub mod elements_inspect;
 pub mod seedvc;
 pub mod synth;
