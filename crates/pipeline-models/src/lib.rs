@@ -36,6 +36,7 @@ pub mod bench;
 pub use pipeline_core::stages::category;
 pub mod checkpoint;
 pub mod data;
+pub mod detect;
 pub mod device;
 pub mod forward;
 pub mod layers;

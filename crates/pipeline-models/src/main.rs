@@ -31,6 +31,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelCmd,
     },
+    /// Score the clips of an element folder with a stage-2 model (what
+    /// `pipeline detect` runs after cutting the elements).
+    Detect(pipeline_models::detect::DetectArgs),
     /// Print benchmark numbers.
     Bench {
         #[command(subcommand)]
@@ -70,6 +73,7 @@ fn main() {
         Cmd::Model {
             cmd: ModelCmd::Forward(a),
         } => pipeline_models::forward::run(a).map(|_| 0),
+        Cmd::Detect(a) => pipeline_models::detect::run(a),
         Cmd::Bench {
             what: BenchCmd::Models(a),
         } => pipeline_models::bench::run(a).map(|_| 0),

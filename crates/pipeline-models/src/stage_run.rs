@@ -68,7 +68,7 @@ fn setup(paths: &StagePaths<'_>, seed: u64) -> Result<(Device, Arc<ElementSet>)>
 
 /// The video encoder sees the element frames as they are: their size must be
 /// the configured `img_size`.
-fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> {
+pub(crate) fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> {
     ensure!(
         set.frame_size as i64 == img_size,
         "{stage}: the elements have {s}x{s} frames but the model's img_size is {img_size}; \
@@ -79,7 +79,7 @@ fn check_frame_size(set: &ElementSet, img_size: i64, stage: &str) -> Result<()> 
 }
 
 /// A split's clips in the order `task` scores them, and their scores.
-fn score_split(
+pub(crate) fn score_split(
     task: &dyn Task,
     set: &Arc<ElementSet>,
     recipe: &Recipe,
