@@ -4,6 +4,7 @@
 //! Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 mod bench;
+mod detect;
 mod report;
 
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The fake probability of video files under the newest stage-2 model:
+    /// per file the fused score, the audio-only and A2V-only scores and the
+    /// fusion weights, or why it could not be read (exit 1 if none scored).
+    Detect(detect::DetectArgs),
     /// Print the stage graph.
     Dag {
         /// text (each stage with what it needs), dot (Graphviz) or mermaid.
@@ -412,6 +417,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     match &cli.command {
         Cmd::Run(a) => run_cmd(&cli, a).await,
         Cmd::Status { json } => status_cmd(&cli, *json).await,
+        Cmd::Detect(a) => detect::detect_cmd(&cli, a).await,
         Cmd::Dag { format } => {
             let dag = load_dag(&cli)?;
             print!(
