@@ -14,6 +14,13 @@ if [ ! -f "$TOOLS/.complete" ]; then
   touch "$TOOLS/.complete"
 fi
 export PIPELINE_TEST_PYTHON="$TOOLS/bin/python3"
+# Headless Chromium opens the report page in its test (Debian's package).
+if ! dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed"; then
+  echo "test.sh: installing chromium (the report page's test)" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 if slurm_env="$(bash scripts/slurm.sh up)"; then
   eval "$slurm_env"
   trap 'bash scripts/slurm.sh down' EXIT

@@ -89,6 +89,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DiffCmd,
     },
+    /// Put back the version of an artifact that a recorded step wrote (or
+    /// read), when its bytes are still in the workspace; the version it
+    /// replaces is set aside in .pipeline/checkout.
+    Checkout {
+        /// The artifact (workspace-relative).
+        path: String,
+        /// The recorded step whose version to restore (`pipeline lineage PATH`
+        /// and `pipeline status --json` show step ids).
+        #[arg(long)]
+        step: i64,
+    },
+    /// Where the report page is and whether it is up to date (`pipeline run
+    /// --until report` makes it); --markdown prints it.
+    Report {
+        /// The report stage (default: the pipeline's stage of kind report).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Print the report as Markdown on standard output.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Re-hash every recorded artifact and list those that changed (exit 1 if any).
     Verify {
         /// Print the count and the changed artifacts as JSON.
@@ -352,7 +373,7 @@ pub fn main() -> i32 {
             workspace,
             StepId(*step),
             *shard,
-            pipeline::exec::step::no_kinds,
+            pipeline_report::registry,
         ) {
             Ok(code) => code,
             Err(e) => {
@@ -530,6 +551,34 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Checkout { path, step } => {
+            let ws = Workspace::open(&cli.workspace).await?;
+            ws.store.lock("pipeline checkout").await?;
+            let done = pipeline::engine::checkout::checkout(&ws, path, StepId(*step)).await;
+            ws.store.unlock_mine().await?;
+            let o = done?;
+            if o.already {
+                println!(
+                    "{} already holds the version step {} recorded ({})",
+                    o.path,
+                    o.step,
+                    &o.hash[..16]
+                );
+            } else {
+                println!(
+                    "restored {} as step {} recorded it ({}, {} files)",
+                    o.path,
+                    o.step,
+                    &o.hash[..16],
+                    o.files
+                );
+                if let Some(k) = &o.kept {
+                    println!("the version it replaced is kept in {k}");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Report { stage, markdown } => report_cmd(&cli, stage.as_deref(), *markdown).await,
         Cmd::Verify { json } => {
             let ws = Workspace::open(&cli.workspace).await?;
             let (n, changed) = lineage::verify(&ws).await?;
@@ -781,6 +830,68 @@ async fn recover_cmd(workspace: &std::path::Path) -> Result<i32> {
             "step folders {:?} hold no readable job.json: their ids stay reserved",
             r.unreadable
         );
+    }
+    Ok(0)
+}
+
+async fn report_cmd(cli: &Cli, stage: Option<&str>, markdown: bool) -> Result<i32> {
+    let dag = load_dag(cli)?;
+    let reports: Vec<_> = dag
+        .stages()
+        .iter()
+        .filter(|s| s.kind_name() == "report")
+        .collect();
+    let spec = match stage {
+        Some(name) => match dag.stages().iter().find(|s| s.name == name) {
+            Some(s) => s,
+            None => anyhow::bail!("no stage named '{name}' in {}", cli.file.display()),
+        },
+        None => match reports.as_slice() {
+            [one] => one,
+            [] => anyhow::bail!("{} has no stage of kind report", cli.file.display()),
+            many => anyhow::bail!(
+                "{} has {} report stages ({}): name one with --stage",
+                cli.file.display(),
+                many.len(),
+                many.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    let Some(out) = spec.outs.first() else {
+        anyhow::bail!("stage {} declares no output", spec.name);
+    };
+    let ws = Workspace::open(&cli.workspace).await?;
+    let dir = out.path.under(&ws.root);
+    let page = dir.join("index.html");
+    if ws.store.latest_artifact(out.path.as_str()).await?.is_none() || !page.is_file() {
+        anyhow::bail!(
+            "no report yet at {}: `pipeline run --until {}` makes it",
+            dir.display(),
+            spec.name
+        );
+    }
+    let rows = status::stage_rows(&ws, &dag, &cli.profile).await?;
+    let row = rows.iter().find(|r| r.stage == spec.name);
+    if markdown {
+        let md = dir.join("report.md");
+        let text =
+            std::fs::read_to_string(&md).with_context(|| format!("reading {}", md.display()))?;
+        print!("{text}");
+    } else {
+        println!("report: {}", page.display());
+        println!("markdown: {}", dir.join("report.md").display());
+    }
+    match row {
+        Some(r) if r.state != "up_to_date" && r.state != "frozen" => eprintln!(
+            "note: the report is not up to date ({}: {}): `pipeline run --until {}` brings it up to date",
+            r.state.replace('_', " "),
+            r.why.join("; "),
+            spec.name
+        ),
+        _ => {}
     }
     Ok(0)
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::workspace::Workspace;
 use crate::hash;
 use crate::relpath::RelPath;
+use crate::stages::provenance::{ProvArtifact, ProvStep};
 use crate::store::{Artifact, StepId, StepRecord};
 
 /// An artifact version in a lineage tree.
@@ -303,4 +304,61 @@ pub async fn verify(ws: &Workspace) -> Result<(usize, Vec<Changed>)> {
         }
     }
     Ok((arts.len(), changed))
+}
+
+/// The recorded steps behind the artifact versions `inputs` (path, BLAKE3),
+/// ancestors first and each once: what the engine hands a report step so
+/// that it can show where its numbers came from without reading the store.
+pub async fn provenance(ws: &Workspace, inputs: &[(&str, &str)]) -> Result<Vec<ProvStep>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (path, hash) in inputs {
+        behind(ws, path, hash, &mut seen, &mut out).await?;
+    }
+    Ok(out)
+}
+
+fn behind<'a>(
+    ws: &'a Workspace,
+    path: &'a str,
+    hash: &'a str,
+    seen: &'a mut HashSet<i64>,
+    out: &'a mut Vec<ProvStep>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>> {
+    Box::pin(async move {
+        let Some(sid) = ws
+            .store
+            .artifact_version(path, hash)
+            .await?
+            .and_then(|a| a.step_id)
+        else {
+            return Ok(()); // a source no recorded step made
+        };
+        if !seen.insert(sid) {
+            return Ok(());
+        }
+        let s = ws.store.step(StepId(sid)).await?;
+        let inputs = ws.store.step_inputs(s.id).await?;
+        for p in &inputs {
+            behind(ws, p.artifact.path.as_str(), &p.artifact.hash, seen, out).await?;
+        }
+        let ports = |ps: Vec<crate::store::Port>| {
+            ps.into_iter()
+                .map(|p| ProvArtifact {
+                    name: p.name,
+                    path: p.artifact.path.to_string(),
+                    hash: p.artifact.hash,
+                })
+                .collect()
+        };
+        out.push(ProvStep {
+            stage: s.stage.clone(),
+            kind: s.kind.clone(),
+            code_version: s.code_version.clone(),
+            params: serde_json::from_str(&s.params_json).unwrap_or_default(),
+            inputs: ports(inputs),
+            outputs: ports(ws.store.step_outputs(s.id).await?),
+        });
+        Ok(())
+    })
 }

@@ -560,6 +560,18 @@ impl<'a> Scheduler<'a> {
         };
         let params = self.planner.params(ev.stage)?;
         let shards = shards_of(spec, &params)?;
+        let provenance = match &spec.action {
+            Action::Builtin { kind } if crate::stages::provenance::wanted_by(kind) => {
+                let versions: Vec<(&str, &str)> = ev
+                    .inputs
+                    .iter()
+                    .zip(&hexes)
+                    .map(|((_, path, _), hex)| (path.as_str(), hex.as_str()))
+                    .collect();
+                super::lineage::provenance(ws, &versions).await?
+            }
+            _ => Vec::new(),
+        };
         let job = JobSpec {
             step,
             stage: spec.name.clone(),
@@ -600,6 +612,7 @@ impl<'a> Scheduler<'a> {
                 executor: executor.as_str().to_string(),
             }),
             keep_memo: Some(spec.keep_memo),
+            provenance,
         };
         job::write_job(&dir, &job)?;
         Ok((step, shards))

@@ -106,6 +106,7 @@ impl Run {
             items_dir: &self.items,
             shard,
             threads: 2,
+            provenance: &[],
         };
         lookup(pipeline_media::stages::registry(), "elements")
             .unwrap()

@@ -76,6 +76,10 @@ pub struct JobSpec {
     /// `None` in a `job.json` written before this existed.
     #[serde(default)]
     pub keep_memo: Option<bool>,
+    /// What made the inputs, for the kinds that show it
+    /// ([`crate::stages::provenance::wanted_by`]); empty for the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<crate::stages::provenance::ProvStep>,
 }
 
 /// The columns of a step's row that only the head knows.

@@ -37,11 +37,6 @@ extern "C" fn on_usr1(_: libc::c_int) {
 /// `pipeline-worker`'s model kinds, none for `pipeline` itself.
 pub type Registry = fn() -> Vec<Box<dyn Stage>>;
 
-/// `pipeline`'s own registry: the engine implements no kind itself.
-pub fn no_kinds() -> Vec<Box<dyn Stage>> {
-    Vec::new()
-}
-
 /// `kinds` of a program: the kinds its `registry` implements with their
 /// versions, as JSON (what the test that compares the programs reads).
 pub fn kinds_json(registry: Registry) -> Result<String> {
@@ -341,6 +336,7 @@ fn run_job(root: &Path, dir: &Path, job: &JobSpec, registry: Registry) -> Result
                 items_dir: &items_dir,
                 shard: job.shard,
                 threads: job.threads,
+                provenance: &job.provenance,
             };
             stage.run(&ctx)?;
             if job.shard.is_none() {

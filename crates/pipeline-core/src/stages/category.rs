@@ -47,6 +47,18 @@ impl Category {
     }
 
     /// The category whose folder is `name`.
+    /// The abbreviation the paper's tables use (RVRA, RVFA-VC, ...).
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Rvra => "RVRA",
+            Self::Rvfa => "RVFA",
+            Self::Fvra => "FVRA",
+            Self::Fvfa => "FVFA",
+            Self::RvfaVc => "RVFA-VC",
+            Self::RvfaSvc => "RVFA-SVC",
+        }
+    }
+
     pub fn from_folder(name: &str) -> Option<Self> {
         ALL.into_iter().find(|c| c.folder() == name)
     }

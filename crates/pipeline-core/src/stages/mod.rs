@@ -29,6 +29,8 @@ pub mod items;
 pub mod media_params;
 pub mod model_params;
 pub mod progress;
+pub mod provenance;
+pub mod report_params;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {
@@ -61,6 +63,9 @@ pub struct StageContext<'a> {
     pub shard: Option<(u32, u32)>,
     /// CPU threads the step may use.
     pub threads: usize,
+    /// The recorded steps upstream of the inputs, ancestors first; filled
+    /// for the kinds that show it ([`provenance::wanted_by`]), else empty.
+    pub provenance: &'a [provenance::ProvStep],
 }
 
 impl StageContext<'_> {
@@ -171,6 +176,7 @@ pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
         "seedvc" => media_params::SeedVcParams::from_json(params).map(|_| ()),
         "elements" => media_params::ElementsParams::from_json(params).map(|_| ()),
         "shortcut_audit" => media_params::AuditParams::from_json(params).map(|_| ()),
+        "report" => report_params::ReportParams::from_json(params).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -185,6 +191,7 @@ pub mod versions {
     pub const SEEDVC: u32 = 5;
     pub const ELEMENTS: u32 = 5;
     pub const SHORTCUT_AUDIT: u32 = 1;
+    pub const REPORT: u32 = 1;
     // baseline, stage2, stage2_sweep 2: a partial `recipe` merges with the
     // stage's own defaults. baseline 3, stage1 2, stage2 3, stage2_sweep 3:
     // a trained model's output holds its per-clip scores (`scores.jsonl`).
@@ -203,6 +210,8 @@ pub enum Home {
     Media,
     /// `pipeline-worker`, which links libtorch (the model kinds).
     Worker,
+    /// `pipeline` itself (the report, drawn in Rust).
+    Engine,
     /// No program yet: a step of it fails with "not implemented yet".
     Unimplemented,
 }
@@ -237,7 +246,7 @@ pub const KINDS: &[KindInfo] = &[
     kind("stage2", versions::STAGE2, Home::Worker),
     kind("stage2_sweep", versions::STAGE2_SWEEP, Home::Worker),
     kind("shortcut_audit", versions::SHORTCUT_AUDIT, Home::Media),
-    kind("report", versions::NONE, Home::Unimplemented),
+    kind("report", versions::REPORT, Home::Engine),
 ];
 
 /// The table's entry for `name`, if it is a built-in kind.
@@ -268,6 +277,7 @@ impl Home {
         match self {
             Home::Media => Some("pipeline-media"),
             Home::Worker => Some("pipeline-worker"),
+            Home::Engine => Some("pipeline"),
             Home::Unimplemented => None,
         }
     }
@@ -366,6 +376,8 @@ mod tests {
         let e = lookup(Vec::new(), "synth").err().unwrap().to_string();
         assert!(e.contains("runs in pipeline-media"), "{e}");
         let e = lookup(Vec::new(), "report").err().unwrap().to_string();
+        assert!(e.contains("runs in pipeline,"), "{e}");
+        let e = lookup(Vec::new(), "download").err().unwrap().to_string();
         assert!(e.contains("not implemented yet"), "{e}");
         let e = lookup(Vec::new(), "nosuch").err().unwrap().to_string();
         assert!(e.contains("unknown stage kind"), "{e}");

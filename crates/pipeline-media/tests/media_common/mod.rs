@@ -77,6 +77,7 @@ pub fn run_stage(
         items_dir,
         shard: None,
         threads,
+        provenance: &[],
     };
     pipeline_core::stages::lookup(pipeline_media::stages::registry(), kind)?.run(&ctx)
 }
