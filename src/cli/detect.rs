@@ -26,7 +26,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use pipeline::engine::params;
-use pipeline::engine::pipeline::StageSpec;
 use pipeline::engine::workspace::Workspace;
 use pipeline::store::StepId;
 
@@ -71,40 +70,6 @@ impl Drop for Scratch {
     }
 }
 
-/// The stage of kind stage2 (or the one named).
-fn stage2_spec<'a>(
-    cli: &Cli,
-    stages: &'a [StageSpec],
-    name: Option<&str>,
-) -> Result<&'a StageSpec> {
-    if let Some(name) = name {
-        return stages
-            .iter()
-            .find(|s| s.name == name)
-            .with_context(|| format!("no stage named '{name}' in {}", cli.file.display()));
-    }
-    let found: Vec<&StageSpec> = stages
-        .iter()
-        .filter(|s| s.kind_name() == "stage2")
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one),
-        [] => bail!(
-            "{} has no stage of kind stage2; give --checkpoint and --stage",
-            cli.file.display()
-        ),
-        many => bail!(
-            "{} has {} stage-2 stages ({}): name one with --stage",
-            cli.file.display(),
-            many.len(),
-            many.iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 /// The recorded parameters of step `id`.
 async fn step_params(ws: &Workspace, id: i64) -> Result<Value> {
     let step = ws.store.step(StepId(id)).await?;
@@ -130,7 +95,7 @@ async fn resolve(cli: &Cli, ws: &Workspace, a: &DetectArgs) -> Result<Model> {
     }
     let dag = load_dag(cli)?;
     let stages = dag.stages();
-    let spec = stage2_spec(cli, stages, a.stage.as_deref())?;
+    let spec = super::stage_of_kind(cli, stages, "stage2", a.stage.as_deref())?;
     let Some(out) = spec.outs.first() else {
         bail!("stage {} declares no output", spec.name);
     };

@@ -834,32 +834,41 @@ async fn recover_cmd(workspace: &std::path::Path) -> Result<i32> {
     Ok(0)
 }
 
+/// The stage named `name`, or else the pipeline's one stage of `kind`.
+fn stage_of_kind<'a>(
+    cli: &Cli,
+    stages: &'a [def::StageSpec],
+    kind: &str,
+    name: Option<&str>,
+) -> Result<&'a def::StageSpec> {
+    if let Some(name) = name {
+        return stages
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no stage named '{name}' in {}", cli.file.display()));
+    }
+    let found: Vec<&def::StageSpec> = stages.iter().filter(|s| s.kind_name() == kind).collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => anyhow::bail!(
+            "{} has no stage of kind {kind}; name one with --stage",
+            cli.file.display()
+        ),
+        many => anyhow::bail!(
+            "{} has {} stages of kind {kind} ({}): name one with --stage",
+            cli.file.display(),
+            many.len(),
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 async fn report_cmd(cli: &Cli, stage: Option<&str>, markdown: bool) -> Result<i32> {
     let dag = load_dag(cli)?;
-    let reports: Vec<_> = dag
-        .stages()
-        .iter()
-        .filter(|s| s.kind_name() == "report")
-        .collect();
-    let spec = match stage {
-        Some(name) => match dag.stages().iter().find(|s| s.name == name) {
-            Some(s) => s,
-            None => anyhow::bail!("no stage named '{name}' in {}", cli.file.display()),
-        },
-        None => match reports.as_slice() {
-            [one] => one,
-            [] => anyhow::bail!("{} has no stage of kind report", cli.file.display()),
-            many => anyhow::bail!(
-                "{} has {} report stages ({}): name one with --stage",
-                cli.file.display(),
-                many.len(),
-                many.iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-    };
+    let spec = stage_of_kind(cli, dag.stages(), "report", stage)?;
     let Some(out) = spec.outs.first() else {
         anyhow::bail!("stage {} declares no output", spec.name);
     };
