@@ -516,24 +516,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Metrics {
-            cmd:
-                DiffCmd::Diff {
-                    steps,
-                    stage,
-                    all,
-                    json,
-                },
-        }
-        | Cmd::Params {
-            cmd:
-                DiffCmd::Diff {
-                    steps,
-                    stage,
-                    all,
-                    json,
-                },
-        } => {
+        Cmd::Metrics { cmd } | Cmd::Params { cmd } => {
+            let DiffCmd::Diff {
+                steps,
+                stage,
+                all,
+                json,
+            } = cmd;
             let ws = Workspace::open(&cli.workspace).await?;
             let metrics = matches!(cli.command, Cmd::Metrics { .. });
             let d = if metrics {

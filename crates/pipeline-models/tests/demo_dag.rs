@@ -13,44 +13,21 @@
 //!   bytes included.
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod tiny_demo;
 
 use std::path::Path;
 
 use common::Ws;
+use tiny_demo::tiny_demo;
 
 /// The demo DAG's stages, by their shipped manifests.
 const STAGES: [&str; 9] = [
     "synth", "seedvc", "elements", "baseline", "stage1", "stage2", "sweep", "audit", "report",
 ];
 
-/// A workspace whose pipeline uses the shipped manifests and a small copy of
-/// the demo profile (5 identities).
+/// The toy demo workspace, with a cluster profile for the Slurm run.
 fn demo_ws() -> Ws {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let ws = Ws::new("stages: {}\n");
-    for stage in STAGES {
-        let mut v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join(format!("config/demo/{stage}.json"))).unwrap(),
-        )
-        .unwrap();
-        match stage {
-            "synth" => v["identities"] = 5.into(),
-            "stage1" | "baseline" => v["recipe"]["epochs"] = 2.into(),
-            // Five identities leave no stratum a fusion identity to spare.
-            "stage2" => {
-                v["recipe"]["epochs"] = 2.into();
-                v.as_object_mut().unwrap().remove("fusion_refit");
-            }
-            _ => {}
-        }
-        ws.write(&format!("cfg/tiny/{stage}.json"), &v.to_string());
-    }
-    let manifest = |s: &str| root.join(format!("stages/{s}.yaml")).display().to_string();
-    let mut yaml = String::from("config: cfg\nstages:\n");
-    for s in STAGES {
-        yaml.push_str(&format!("  {s}: {{manifest: \"{}\"}}\n", manifest(s)));
-    }
-    ws.write("pipeline.yaml", &yaml);
+    let ws = tiny_demo(&STAGES, |_, _| {});
     ws.write(
         "cluster.yaml",
         "poll_min_s: 0.5\npoll_max_s: 2\nresult_wait_s: 10\nmax_gpus: 0\nmax_mem: 2G\n",

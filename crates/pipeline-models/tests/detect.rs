@@ -6,49 +6,22 @@
 //! a stage-2 model fail with a message saying what to do.
 #[path = "../../../tests/common/mod.rs"]
 mod common;
-
-use std::path::Path;
+mod tiny_demo;
 
 use common::Ws;
+use tiny_demo::tiny_demo;
 
 /// The stages `run --until stage2` needs, by their shipped manifests.
 const STAGES: [&str; 5] = ["synth", "seedvc", "elements", "stage1", "stage2"];
 
-/// A workspace whose pipeline uses the shipped manifests and a small copy of
-/// the demo profile (`--profile tiny`).
+/// The toy demo workspace. Its five identities all train (one per
+/// stratum): scores.jsonl holds the training clips' scores only when asked.
 fn demo_ws() -> Ws {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let ws = Ws::new("stages: {}\n");
-    for stage in STAGES {
-        let mut v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join(format!("config/demo/{stage}.json"))).unwrap(),
-        )
-        .unwrap();
-        match stage {
-            "synth" => v["identities"] = 5.into(),
-            "stage1" => v["recipe"]["epochs"] = 2.into(),
-            // Five identities leave no stratum a fusion identity to spare.
-            // Five identities all train (one per stratum): scores.jsonl
-            // holds the training clips' scores only when asked for them.
-            "stage2" => {
-                v["recipe"]["epochs"] = 2.into();
-                v["recipe"]["report_train"] = true.into();
-                v.as_object_mut().unwrap().remove("fusion_refit");
-            }
-            _ => {}
+    tiny_demo(&STAGES, |stage, v| {
+        if stage == "stage2" {
+            v["recipe"]["report_train"] = true.into();
         }
-        ws.write(&format!("cfg/tiny/{stage}.json"), &v.to_string());
-    }
-    let mut yaml = String::from("config: cfg\nstages:\n");
-    for s in STAGES {
-        let manifest = root.join(format!("stages/{s}.yaml"));
-        yaml.push_str(&format!(
-            "  {s}: {{manifest: \"{}\"}}\n",
-            manifest.display()
-        ));
-    }
-    ws.write("pipeline.yaml", &yaml);
-    ws
+    })
 }
 
 /// The first line of `scores.jsonl` whose category satisfies `want`.
