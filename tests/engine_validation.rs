@@ -146,27 +146,24 @@ fn a_kind_without_its_program_beside_pipeline_fails_its_step_saying_so() {
 }
 
 #[test]
-fn unknown_kind_and_unimplemented_kind() {
+fn unknown_kind_and_a_built_in_kind_with_bad_params() {
     let e = err_of(
         "stages:\n  a:\n    kind: frobnicate\n    outs: [x]\n",
         &["dag"],
     );
     assert!(e.contains("unknown kind 'frobnicate'"), "{e}");
-    // A kind the pipeline knows but no program implements yet fails its
-    // step: never a fake success.
+    // A built-in kind's parameters are checked before anything runs: a
+    // download without its sources says so and runs nothing.
     let ws = Ws::new("stages:\n  a:\n    kind: download\n    params: {}\n    outs: {data: d}\n");
     let (code, out, err) = ws.run(&["run"]);
     assert_ne!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
     assert!(
-        format!("{out}{err}").contains("not implemented yet"),
-        "{out}{err}"
+        text.contains("stage 'a' (download)") && text.contains("missing field `sources`"),
+        "{text}"
     );
-    let (_, log, _) = ws.run(&["log", "a"]);
-    assert!(
-        log.contains("stage kind download is not implemented yet"),
-        "{log}"
-    );
-    assert_eq!(ws.status()[0].1, "stale");
+    assert!(!ws.path("d").exists());
+    assert!(!ws.path(".pipeline/steps/1").exists(), "{text}");
     // A report with no trained model among its inputs says what to declare.
     let ws = Ws::new("stages:\n  a:\n    kind: report\n    params: {}\n    outs: {report: r}\n");
     let (code, out, err) = ws.run(&["run"]);

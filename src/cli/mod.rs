@@ -373,7 +373,7 @@ pub fn main() -> i32 {
             workspace,
             StepId(*step),
             *shard,
-            pipeline_report::registry,
+            pipeline::exec::registry,
         ) {
             Ok(code) => code,
             Err(e) => {

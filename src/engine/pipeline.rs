@@ -394,8 +394,10 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
 }
 
 /// Kinds whose memo is kept by default: each item of a sweep is a training,
-/// and adding one grid point must not retrain the others.
-const KEEPS_MEMO: &[&str] = &["stage2_sweep"];
+/// and adding one grid point must not retrain the others; a download's memo
+/// holds the verified archives, and fetching tens of gigabytes again costs
+/// more than keeping them (`keep_memo: false` drops them).
+const KEEPS_MEMO: &[&str] = &["stage2_sweep", "download"];
 
 /// Whether a stage of `kind` keeps its memo when its manifest does not say.
 pub fn keeps_memo_by_default(kind: &str) -> bool {

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub mod category;
+pub mod download_params;
 pub mod grid;
 pub mod items;
 pub mod media_params;
@@ -177,6 +178,7 @@ pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
         "elements" => media_params::ElementsParams::from_json(params).map(|_| ()),
         "shortcut_audit" => media_params::AuditParams::from_json(params).map(|_| ()),
         "report" => report_params::ReportParams::from_json(params).map(|_| ()),
+        "download" => download_params::DownloadParams::from_json(params).map(|_| ()),
         _ => Ok(()),
     }
 }
@@ -192,6 +194,7 @@ pub mod versions {
     pub const ELEMENTS: u32 = 5;
     pub const SHORTCUT_AUDIT: u32 = 1;
     pub const REPORT: u32 = 1;
+    pub const DOWNLOAD: u32 = 1;
     // baseline, stage2, stage2_sweep 2: a partial `recipe` merges with the
     // stage's own defaults. baseline 3, stage1 2, stage2 3, stage2_sweep 3:
     // a trained model's output holds its per-clip scores (`scores.jsonl`).
@@ -236,7 +239,7 @@ const fn kind(name: &'static str, version: u32, home: Home) -> KindInfo {
 /// Every kind the pipeline knows of, implemented or not. A manifest naming a
 /// kind outside this table is rejected at validation.
 pub const KINDS: &[KindInfo] = &[
-    kind("download", versions::NONE, Home::Unimplemented),
+    kind("download", versions::DOWNLOAD, Home::Engine),
     kind("voxceleb_subset", versions::NONE, Home::Unimplemented),
     kind("synth", versions::SYNTH, Home::Media),
     kind("seedvc", versions::SEEDVC, Home::Media),
@@ -378,7 +381,7 @@ mod tests {
         let e = lookup(Vec::new(), "report").err().unwrap().to_string();
         assert!(e.contains("runs in pipeline,"), "{e}");
         let e = lookup(Vec::new(), "download").err().unwrap().to_string();
-        assert!(e.contains("not implemented yet"), "{e}");
+        assert!(e.contains("runs in pipeline,"), "{e}");
         let e = lookup(Vec::new(), "nosuch").err().unwrap().to_string();
         assert!(e.contains("unknown stage kind"), "{e}");
     }

@@ -13,7 +13,8 @@ pub const PROGRESS_FILE: &str = "progress.json";
 
 /// Items done (failed ones included) out of `total`, after `elapsed_ms`. A
 /// training stage counts optimizer steps as its items (`total`: every epoch's
-/// steps) and says where it is in `training`.
+/// steps) and says where it is in `training`; a download counts bytes
+/// (`bytes`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub done: u64,
@@ -22,6 +23,9 @@ pub struct Progress {
     pub elapsed_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<Training>,
+    /// `done` and `total` count bytes, not items.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bytes: bool,
 }
 
 /// Where a training loop is: epoch `epoch` (from 1) of `epochs`, step
@@ -87,6 +91,9 @@ impl Progress {
             }
             return s;
         }
+        if self.bytes {
+            return self.bytes_text();
+        }
         let mut s = format!("{} of {} items", self.done, self.total);
         if self.total > 0 {
             s += &format!(" ({:.1}%)", 100.0 * self.done as f64 / self.total as f64);
@@ -97,6 +104,24 @@ impl Progress {
         if self.done > 0 && self.elapsed_ms > 0 {
             let rate = self.done as f64 * 1000.0 / self.elapsed_ms as f64;
             s += &format!(", {rate:.1} items/s");
+            if self.done < self.total {
+                let left = (self.total - self.done) as f64 / rate * 1000.0;
+                s += &format!(", about {} left", crate::util::human_ms(left as i64));
+            }
+        }
+        s
+    }
+
+    /// "1.5 MiB of 3.0 MiB (50.0%), 1.5 MiB/s, about 1.0 s left".
+    fn bytes_text(&self) -> String {
+        use crate::util::human_bytes;
+        let mut s = format!("{} of {}", human_bytes(self.done), human_bytes(self.total));
+        if self.total > 0 {
+            s += &format!(" ({:.1}%)", 100.0 * self.done as f64 / self.total as f64);
+        }
+        if self.done > 0 && self.elapsed_ms > 0 {
+            let rate = self.done as f64 * 1000.0 / self.elapsed_ms as f64;
+            s += &format!(", {}/s", human_bytes(rate as u64));
             if self.done < self.total {
                 let left = (self.total - self.done) as f64 / rate * 1000.0;
                 s += &format!(", about {} left", crate::util::human_ms(left as i64));
@@ -122,7 +147,7 @@ mod tests {
                 failed: 1,
                 total: 10,
                 elapsed_ms: 1000 * (i + 1),
-                training: None,
+                ..Progress::default()
             }
             .write(&d)
             .unwrap();
@@ -135,7 +160,7 @@ mod tests {
                 failed: 2,
                 total: 20,
                 elapsed_ms: 2000,
-                training: None,
+                ..Progress::default()
             }
         );
         assert_eq!(
@@ -164,6 +189,17 @@ mod tests {
         assert_eq!(
             training.text(),
             "epoch 3 of 10, step 50 of 100, loss 0.4123, val 0.9000, about 30.0 s left"
+        );
+        let download = Progress {
+            done: 3 << 20,
+            total: 6 << 20,
+            elapsed_ms: 2000,
+            bytes: true,
+            ..Progress::default()
+        };
+        assert_eq!(
+            download.text(),
+            "3.0 MiB of 6.0 MiB (50.0%), 1.5 MiB/s, about 2.0 s left"
         );
         // The gathering run's own file, once there, is the step's progress.
         nothing_yet.write(dir.path()).unwrap();
