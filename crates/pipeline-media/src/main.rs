@@ -1,8 +1,9 @@
 //! `pipeline-media`: the program that links FFmpeg. It runs the steps of the
-//! media stage kinds (synth, seedvc, elements, shortcut_audit: `pipeline
-//! exec-step` hands them over), the demo's voice converter (`vc-standin`) and
-//! the element commands; `pipeline elements ...`, `pipeline vc-standin` and
-//! `pipeline bench elements` forward to it. Users never call it by name.
+//! media stage kinds (synth, seedvc, elements, shortcut_audit,
+//! voxceleb_subset: `pipeline exec-step` hands them over), the demo's voice
+//! converter (`vc-standin`) and the element commands; `pipeline elements
+//! ...`, `pipeline vc-standin` and `pipeline bench elements` forward to it.
+//! Users never call it by name.
 
 use std::path::PathBuf;
 

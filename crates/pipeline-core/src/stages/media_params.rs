@@ -1,7 +1,7 @@
 //! The parameters of the media kinds (synth, seedvc, elements,
-//! shortcut_audit), here and not in `pipeline-media` so that `pipeline`
-//! checks them at plan time without linking FFmpeg; the kinds parse theirs
-//! with the same `from_json`.
+//! shortcut_audit, voxceleb_subset), here and not in `pipeline-media` so
+//! that `pipeline` checks them at plan time without linking FFmpeg; the
+//! kinds parse theirs with the same `from_json`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
+use super::category::Category;
 use super::parse_params;
 
 /// `synth`: the demo's synthetic corpus.
@@ -202,6 +203,65 @@ impl AuditParams {
     }
 }
 
+/// `voxceleb_subset`: the VoxCeleb2 utterances of the corpus's real
+/// identities, fetched from a Hugging Face dataset of WebDataset tar shards.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoxcelebSubsetParams {
+    /// The dataset repository (`gaunernst/voxceleb2-dev-wds`).
+    pub repo: String,
+    /// A branch, tag or commit of it; a commit pins the data.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Which of its files are shards: a glob over their paths (`*`, `?`).
+    pub pattern: String,
+    /// The rate of the written wav files (mono).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// The category of the input corpus whose identity folders are kept.
+    #[serde(default = "default_identities_from")]
+    pub identities_from: Category,
+    /// The hub's address; the environment variable `HF_ENDPOINT`, when set,
+    /// wins (a mirror, as `huggingface_hub` reads it).
+    #[serde(default = "default_hf_endpoint")]
+    pub endpoint: String,
+    /// Shards downloaded and converted at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Retries of a failed request before its shard fails.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The share of kept utterances that may fail to decode.
+    #[serde(default = "default_max_failed")]
+    pub max_failed_fraction: f64,
+}
+
+impl VoxcelebSubsetParams {
+    /// The step's parameters, checked (see [`SynthParams::from_json`]).
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let p: Self = parse_params(v)?;
+        if p.repo.split('/').filter(|s| !s.is_empty()).count() != 2 {
+            bail!(
+                "parameter 'repo' ({:?}) must name a dataset as OWNER/NAME",
+                p.repo
+            );
+        }
+        if p.revision.is_empty() || p.pattern.is_empty() {
+            bail!("parameters 'revision' and 'pattern' must not be empty");
+        }
+        if p.sample_rate < 8000 || p.concurrency == 0 {
+            bail!("sample_rate must be at least 8000 and concurrency positive");
+        }
+        if !(p.endpoint.starts_with("http://") || p.endpoint.starts_with("https://")) {
+            bail!(
+                "parameter 'endpoint' ({:?}) must be an http:// or https:// address",
+                p.endpoint
+            );
+        }
+        Ok(p)
+    }
+}
+
 fn default_fps() -> u32 {
     25
 }
@@ -262,6 +322,21 @@ fn default_floor_dbfs() -> f64 {
 fn default_flag_auc() -> f64 {
     0.7
 }
+fn default_revision() -> String {
+    "main".to_string()
+}
+fn default_identities_from() -> Category {
+    Category::Rvra
+}
+fn default_hf_endpoint() -> String {
+    "https://huggingface.co".to_string()
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_retries() -> u32 {
+    5
+}
 
 #[cfg(test)]
 mod tests {
@@ -295,5 +370,39 @@ mod tests {
         let p = ElementsParams::from_json(&serde_json::json!({"seed": 3})).unwrap();
         assert_eq!((p.frame_size, p.clips_per_shard), (224, 256));
         assert_eq!(p.split.train_fraction, 0.7);
+    }
+
+    #[test]
+    fn voxceleb_subset_takes_the_paper_profile_and_names_a_bad_category() {
+        let paper = serde_json::json!({
+            "repo": "gaunernst/voxceleb2-dev-wds", "revision": "main",
+            "pattern": "voxceleb2-dev-*.tar", "sample_rate": 16000,
+            "identities_from": "RealVideo-RealAudio"
+        });
+        let p = VoxcelebSubsetParams::from_json(&paper).unwrap();
+        assert_eq!(p.identities_from, Category::Rvra);
+        assert_eq!(
+            (p.endpoint.as_str(), p.concurrency),
+            ("https://huggingface.co", 4)
+        );
+        let mut bad = paper.clone();
+        bad["identities_from"] = "RealVideo".into();
+        let e = VoxcelebSubsetParams::from_json(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("parameter 'identities_from'"), "{e}");
+        assert!(e.contains("RealVideo-RealAudio"), "{e}");
+        let mut bad = paper.clone();
+        bad["repo"] = "voxceleb2".into();
+        let e = VoxcelebSubsetParams::from_json(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OWNER/NAME"), "{e}");
+        let mut bad = paper;
+        bad["hf_token"] = "x".into();
+        let e = VoxcelebSubsetParams::from_json(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `hf_token`"), "{e}");
     }
 }

@@ -9,11 +9,11 @@
 //! that runs it, compiled into every build. This crate holds the contract
 //! ([`Stage`], [`StageContext`]), the kinds' parameter types (checked at plan
 //! time) and the item bookkeeping they share; the kinds themselves live in two
-//! crates that build on this library: the media kinds (synth,
-//! seedvc, elements, shortcut_audit) in `pipeline-media`, whose program links
-//! FFmpeg, and the model kinds (stage1, stage2, baseline, stage2_sweep) in
-//! `pipeline-models`, whose `pipeline-worker` links libtorch. `pipeline
-//! exec-step` hands a step over to the kind's program
+//! crates that build on this library: the media kinds (synth, seedvc,
+//! elements, shortcut_audit, voxceleb_subset) in `pipeline-media`, whose
+//! program links FFmpeg, and the model kinds (stage1, stage2, baseline,
+//! stage2_sweep) in `pipeline-models`, whose `pipeline-worker` links
+//! libtorch. `pipeline exec-step` hands a step over to the kind's program
 //! ([`crate::exec::step`]).
 
 use std::collections::BTreeMap;
@@ -177,6 +177,7 @@ pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
         "seedvc" => media_params::SeedVcParams::from_json(params).map(|_| ()),
         "elements" => media_params::ElementsParams::from_json(params).map(|_| ()),
         "shortcut_audit" => media_params::AuditParams::from_json(params).map(|_| ()),
+        "voxceleb_subset" => media_params::VoxcelebSubsetParams::from_json(params).map(|_| ()),
         "report" => report_params::ReportParams::from_json(params).map(|_| ()),
         "download" => download_params::DownloadParams::from_json(params).map(|_| ()),
         _ => Ok(()),
@@ -193,6 +194,7 @@ pub mod versions {
     pub const SEEDVC: u32 = 5;
     pub const ELEMENTS: u32 = 5;
     pub const SHORTCUT_AUDIT: u32 = 1;
+    pub const VOXCELEB_SUBSET: u32 = 1;
     pub const REPORT: u32 = 1;
     pub const DOWNLOAD: u32 = 1;
     // baseline, stage2, stage2_sweep 2: a partial `recipe` merges with the
@@ -240,7 +242,7 @@ const fn kind(name: &'static str, version: u32, home: Home) -> KindInfo {
 /// kind outside this table is rejected at validation.
 pub const KINDS: &[KindInfo] = &[
     kind("download", versions::DOWNLOAD, Home::Engine),
-    kind("voxceleb_subset", versions::NONE, Home::Unimplemented),
+    kind("voxceleb_subset", versions::VOXCELEB_SUBSET, Home::Media),
     kind("synth", versions::SYNTH, Home::Media),
     kind("seedvc", versions::SEEDVC, Home::Media),
     kind("elements", versions::ELEMENTS, Home::Media),

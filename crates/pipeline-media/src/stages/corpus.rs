@@ -1,8 +1,9 @@
-//! The FakeAVCeleb-shaped corpus layout shared by the synth, seedvc and
-//! elements stages: `<Category>/<race>/<gender>/<idNNNNN>/<name>.mp4`. Paths
-//! are walked as paths (race folders have spaces and parentheses), never
-//! split on spaces.
+//! The FakeAVCeleb-shaped corpus layout shared by the synth, seedvc,
+//! elements and voxceleb_subset stages:
+//! `<Category>/<race>/<gender>/<idNNNNN>/<name>.mp4`. Paths are walked as
+//! paths (race folders have spaces and parentheses), never split on spaces.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -91,4 +92,49 @@ pub fn scan(root: &Path) -> Result<Vec<Video>> {
     }
     videos.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(videos)
+}
+
+/// Whether a folder name is a FakeAVCeleb / VoxCeleb2 identity (`id00018`):
+/// the two corpora share this namespace.
+pub fn is_identity(name: &str) -> bool {
+    name.strip_prefix("id")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The identity folders under `root/<category>/<race>/<gender>/`, whether or
+/// not they hold videos yet; an error when there is none, naming the folder.
+pub fn identities(root: &Path, category: Category) -> Result<BTreeSet<String>> {
+    let dir = root.join(category.folder());
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a folder: the input corpus has no {} category; point the stage's \
+             input at a FakeAVCeleb-shaped folder or change `identities_from`",
+            dir.display(),
+            category.folder()
+        );
+    }
+    let mut ids = BTreeSet::new();
+    for (_, race_path) in sorted_dirs(&dir)? {
+        if !race_path.is_dir() {
+            continue;
+        }
+        for (_, gender_path) in sorted_dirs(&race_path)? {
+            if !gender_path.is_dir() {
+                continue;
+            }
+            for (identity, id_path) in sorted_dirs(&gender_path)? {
+                if is_identity(&identity) && id_path.is_dir() {
+                    ids.insert(identity);
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        anyhow::bail!(
+            "no identity folders (idNNNNN) under {}/<race>/<gender>/: the corpus is empty or \
+             not FakeAVCeleb-shaped",
+            dir.display()
+        );
+    }
+    Ok(ids)
 }

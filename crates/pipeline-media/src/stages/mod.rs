@@ -16,6 +16,7 @@ pub mod synth;
 mod synth_face;
 mod synth_voice;
 pub mod vc_standin;
+pub mod voxceleb_subset;
 
 /// The kinds `pipeline-media` implements.
 pub fn registry() -> Vec<Box<dyn Stage>> {
@@ -24,6 +25,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(synth::Synth),
         Box::new(seedvc::SeedVc),
         Box::new(audit::ShortcutAudit),
+        Box::new(voxceleb_subset::VoxcelebSubset),
     ]
 }
 
