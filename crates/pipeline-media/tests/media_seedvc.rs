@@ -1,6 +1,7 @@
 //! The seedvc stage with small scripts standing in for Seed-VC (one that
-//! writes Seed-VC's output names, one that fails, one that writes nothing),
-//! and the built-in stand-in converter.
+//! writes Seed-VC's output names with the real `ffmpeg` CLI, one that fails,
+//! one that writes nothing, ones whose output fails a check, one that
+//! cannot find its models offline), and the built-in stand-in converter.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -52,8 +53,37 @@ fn script(ws: &Ws, name: &str, body: &str) -> PathBuf {
 const PARSE: &str = r#"while [ $# -gt 0 ]; do case "$1" in --source) S="$2"; shift;; --target) R="$2"; shift;; --output) D="$2"; shift;; esac; shift; done
 s=$(basename "$S"); s=${s%%.*}; r=$(basename "$R"); r=${r%%.*}"#;
 
+/// Writes the source as Seed-VC v2 would name its conversion, with `ffmpeg`
+/// options `$1` (Seed-VC's 22.05 kHz unless they say otherwise).
+fn v2_output(opts: &str) -> String {
+    format!(
+        "{PARSE}\nffmpeg -hide_banner -loglevel error -y -i \"$S\" {opts} \"$D/vc_v2_${{s}}_${{r}}_1.0_25_0.7.wav\""
+    )
+}
+
 fn run_seedvc(ws: &Ws, command: Vec<String>, tag: &str) -> (anyhow::Result<()>, PathBuf, PathBuf) {
     run_seedvc_with_items(ws, command, tag, tag)
+}
+
+/// Runs the stage with `params`; returns its result, output and step folder.
+fn run_seedvc_params(ws: &Ws, params: &Value, tag: &str) -> (anyhow::Result<()>, PathBuf, PathBuf) {
+    let out = ws.dir.path().join(format!("voiceclone-{tag}"));
+    let step = ws.dir.path().join(format!("step-{tag}"));
+    let items = ws.dir.path().join(format!("items-{tag}"));
+    let inputs = [
+        ("fakeavceleb", ws.fake.as_path()),
+        ("vox2", ws.vox.as_path()),
+    ];
+    let r = media_common::run_stage(
+        "seedvc",
+        ws.dir.path(),
+        params,
+        &inputs,
+        &[("voiceclone", &out)],
+        (&step, &items),
+        2,
+    );
+    (r, out, step)
 }
 
 /// As [`run_seedvc`], with the conversions' memo folder named by `items_tag`.
@@ -116,11 +146,7 @@ fn a_seedvc_v2_script_gives_both_trees_muxed_on_the_original_video() {
         .collect::<Vec<_>>();
     let dupe_dir = ws.vox.join(&rvra[0].identity).join("dupe");
     let dupe = extract_source_wav(&rvra[0].path, &dupe_dir).unwrap();
-    let s = script(
-        &ws,
-        "seedvc-v2.sh",
-        &format!("{PARSE}\ncp \"$S\" \"$D/vc_v2_${{s}}_${{r}}_1.0_25_0.7.wav\""),
-    );
+    let s = script(&ws, "seedvc-v2.sh", &v2_output("-ar 22050"));
     let (r, out, step) = run_seedvc(&ws, argv(&s), "v2");
     r.unwrap();
     let made = scan(&out).unwrap();
@@ -187,7 +213,7 @@ fn seedvc_v1_names_are_found_too_and_the_hugging_face_cache_is_passed() {
         &ws,
         "seedvc-v1.sh",
         &format!(
-            "[ \"$HF_HOME\" = \"{}\" ] || exit 9\n{PARSE}\ncp \"$S\" \"$D/vc_${{s}}_${{r}}_1.0_30_0.7.wav\"",
+            "[ \"$HF_HOME\" = \"{}\" ] || exit 9\n{PARSE}\nffmpeg -loglevel error -i \"$S\" -ar 22050 \"$D/vc_${{s}}_${{r}}_1.0_30_0.7.wav\"",
             hf.display()
         ),
     );
@@ -206,8 +232,9 @@ fn a_rerun_checks_the_sources_again_and_reuses_their_conversions() {
         &ws,
         "counting.sh",
         &format!(
-            "{PARSE}\necho \"$S\" >> '{}'\ncp \"$S\" \"$D/vc_v2_${{s}}_${{r}}_1.0_25_0.7.wav\"",
-            calls.display()
+            "echo \"$*\" >> '{}'\n{}",
+            calls.display(),
+            v2_output("-ar 22050")
         ),
     );
     let count = || std::fs::read_to_string(&calls).map_or(0, |t| t.lines().count());
@@ -352,4 +379,196 @@ fn the_stand_in_keeps_the_timing_changes_the_waveform_and_names_like_seedvc() {
     println!("stand-in: envelope correlation {env:.3}, waveform correlation {wave:.3}");
     assert!(env > 0.9, "timing not kept: {env}");
     assert!(wave.abs() < 0.5, "waveform barely changed: {wave}");
+}
+
+/// The failed items' reasons, after checking that every item failed and
+/// that nothing was muxed or labelled fake.
+fn all_failed(r: anyhow::Result<()>, out: &Path, step: &Path, tag: &str) -> Vec<String> {
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(err.contains("6 of 6 items failed"), "{tag}: {err}");
+    assert!(!out.exists() || scan(out).unwrap().is_empty(), "{tag}");
+    let log = log_lines(step, "items.jsonl");
+    assert_eq!(log.len(), 6, "{tag}");
+    assert!(
+        log.iter().all(|l| l["status"] == "failed"),
+        "{tag}: {log:?}"
+    );
+    log.iter()
+        .map(|l| l["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn no_memo(ws: &Ws, tag: &str) {
+    let items = ws.dir.path().join(format!("items-{tag}"));
+    let memos = std::fs::read_dir(&items).map_or(0, |d| d.count());
+    assert_eq!(memos, 0, "{tag}: a failed conversion was kept");
+}
+
+#[test]
+fn each_converted_file_is_checked_before_it_is_muxed() {
+    if !media_common::require_ffmpeg() {
+        return;
+    }
+    let ws = corpus();
+    // The synthetic sources last 3.0 to 3.2 s.
+    let cases = [
+        (
+            "silent",
+            "-af volume=0 -ar 22050",
+            "is silent: its RMS level is -inf dBFS, below min_rms_dbfs (-50)",
+        ),
+        (
+            "short",
+            "-t 1.8 -ar 22050",
+            "lasts 1.800 s and its source 3.",
+        ),
+        (
+            "16k",
+            "-ar 16000",
+            "is at 16000 Hz, not the expected 22050 Hz (expect_sample_rate)",
+        ),
+    ];
+    for (tag, opts, reason) in cases {
+        let s = script(&ws, &format!("{tag}.sh"), &v2_output(opts));
+        let (r, out, step) = run_seedvc_params(&ws, &json!({"command": argv(&s)}), tag);
+        for got in all_failed(r, &out, &step, tag) {
+            assert!(
+                got.starts_with("the converted file vc_v2_") && got.contains(reason),
+                "{tag}: {got}"
+            );
+        }
+        no_memo(&ws, tag);
+    }
+    // A converter that keeps the 16 kHz of its source passes when the
+    // profile expects that rate.
+    let s = script(&ws, "good-16k.sh", &v2_output("-ar 16000"));
+    let params = json!({"command": argv(&s), "expect_sample_rate": 16000});
+    let (r, out, _) = run_seedvc_params(&ws, &params, "good-16k");
+    r.unwrap();
+    assert_eq!(scan(&out).unwrap().len(), 6);
+}
+
+/// Names the models of Seed-VC v2 in a hub cache folder, as a download
+/// leaves them.
+fn cache_models(cache: &Path, repos: &[&str]) {
+    for repo in repos {
+        let snap = cache
+            .join(format!("models--{}", repo.replace('/', "--")))
+            .join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("config.json"), "{}").unwrap();
+    }
+}
+
+#[test]
+fn an_offline_run_without_its_models_stops_before_converting_anything() {
+    if !media_common::require_ffmpeg() {
+        return;
+    }
+    let ws = corpus();
+    let checkout = ws.dir.path().join("seed-vc");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let cache = ws.dir.path().join("hf-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let marker = ws.dir.path().join("converter-ran");
+    let s = script(
+        &ws,
+        "offline.sh",
+        &format!("touch '{}'\n{}", marker.display(), v2_output("-ar 22050")),
+    );
+    let params = json!({
+        "seed_vc": "v2",
+        "command": argv(&s),
+        "cwd": "seed-vc",
+        "env": {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": cache},
+    });
+    let (r, out, step) = run_seedvc_params(&ws, &params, "offline");
+    let err = format!("{:#}", r.unwrap_err());
+    for want in [
+        "HF_HUB_OFFLINE=1, so Seed-VC v2 cannot download its models",
+        "Plachta/Seed-VC, funasr/campplus, nvidia/bigvgan_v2_22khz_80band_256x, openai/whisper-small, Plachta/ASTRAL-quantization, facebook/hubert-large-ll60k",
+        &format!("{} (Seed-VC's checkpoints/)", checkout.join("checkpoints").display()),
+        &format!("{} (the HF cache", cache.display()),
+        &format!(
+            "huggingface-cli download Plachta/Seed-VC --cache-dir {}",
+            checkout.join("checkpoints").display()
+        ),
+        &format!(
+            "huggingface-cli download openai/whisper-small --cache-dir {}",
+            cache.display()
+        ),
+        "required_models",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in: {err}");
+    }
+    assert!(!marker.exists(), "the converter ran");
+    assert!(!step.join("items.jsonl").exists() && !out.exists());
+
+    // One missing model is named alone.
+    cache_models(
+        &checkout.join("checkpoints"),
+        &[
+            "Plachta/Seed-VC",
+            "Plachta/ASTRAL-quantization",
+            "funasr/campplus",
+        ],
+    );
+    cache_models(
+        &cache,
+        &[
+            "nvidia/bigvgan_v2_22khz_80band_256x",
+            "openai/whisper-small",
+        ],
+    );
+    let (r, _, _) = run_seedvc_params(&ws, &params, "offline-one");
+    let err = format!("{:#}", r.unwrap_err());
+    assert!(
+        err.contains("these are not on disk: facebook/hubert-large-ll60k."),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the converter ran");
+
+    // With every model in place, the run converts.
+    cache_models(&cache, &["facebook/hubert-large-ll60k"]);
+    let (r, out, _) = run_seedvc_params(&ws, &params, "offline-ready");
+    r.unwrap();
+    assert!(marker.exists());
+    assert_eq!(scan(&out).unwrap().len(), 6);
+}
+
+#[test]
+fn the_hubs_offline_error_reads_as_missing_models() {
+    let ws = corpus();
+    let s = script(
+        &ws,
+        "no-model.sh",
+        "echo 'Traceback (most recent call last):' >&2\n\
+         echo 'huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot folder for the specified revision on the local disk and outgoing traffic has been disabled.' >&2\n\
+         echo '  raised while loading' >&2\nexit 1",
+    );
+    let (r, out, step) = run_seedvc_params(&ws, &json!({"command": argv(&s)}), "no-model");
+    for got in all_failed(r, &out, &step, "no-model") {
+        assert!(
+            got.starts_with("the converter's models are missing")
+                && got.contains("LocalEntryNotFoundError")
+                && !got.contains("Traceback"),
+            "{got}"
+        );
+    }
+}
+
+#[test]
+fn a_compile_flag_is_refused_when_the_parameters_are_checked() {
+    let argv = |flag: &str| json!({"command": ["python", "inference_v2.py", "--source", "{source}", flag, "False"]});
+    for flag in ["--compile", "--compile=False"] {
+        let e = format!(
+            "{:#}",
+            pipeline_core::stages::check_params("seedvc", &argv(flag)).unwrap_err()
+        );
+        assert!(
+            e.contains("Python bool from a string") && e.contains("remove the flag"),
+            "{e}"
+        );
+    }
+    pipeline_core::stages::check_params("seedvc", &json!({"seed_vc": "v1"})).unwrap();
 }

@@ -3,7 +3,6 @@
 //! that `pipeline` checks them at plan time without linking FFmpeg; the
 //! kinds parse theirs with the same `from_json`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -53,35 +52,8 @@ impl SynthParams {
     }
 }
 
-/// `seedvc`: the voice converter run per clip.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedVcParams {
-    /// The converter's argv with placeholders.
-    pub command: Vec<String>,
-    /// Working directory of the converter, relative to the workspace
-    /// (Seed-VC reads `configs/` relative to its checkout).
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    /// Extra environment variables for the converter.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
-    #[serde(default = "default_max_failed")]
-    pub max_failed_fraction: f64,
-}
-
-impl SeedVcParams {
-    /// The step's parameters, checked (see [`SynthParams::from_json`]).
-    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let p: Self = parse_params(v)?;
-        if p.command.is_empty() {
-            bail!("`command` is empty; give the converter's argv");
-        }
-        Ok(p)
-    }
-}
+/// `seedvc`: its parameters and the Seed-VC commands it knows have their own module.
+pub use super::seedvc_params::SeedVcParams;
 
 /// `elements`: log-mel and sampled frames per clip, and the split.
 #[derive(Clone, Debug, Deserialize)]
@@ -285,9 +257,6 @@ fn default_vox2() -> usize {
 }
 fn default_lead() -> f64 {
     0.04
-}
-fn default_timeout() -> u64 {
-    1800
 }
 fn default_max_failed() -> f64 {
     0.05

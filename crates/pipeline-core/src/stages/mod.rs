@@ -32,6 +32,7 @@ pub mod model_params;
 pub mod progress;
 pub mod provenance;
 pub mod report_params;
+pub mod seedvc_params;
 
 /// Everything a built-in stage may look at while it runs.
 pub struct StageContext<'a> {

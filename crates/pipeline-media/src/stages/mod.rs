@@ -12,6 +12,7 @@ pub mod elements_bench;
 pub mod elements_extract;
 pub mod elements_inspect;
 pub mod seedvc;
+pub mod seedvc_checks;
 pub mod synth;
 mod synth_face;
 mod synth_voice;

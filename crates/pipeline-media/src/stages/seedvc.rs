@@ -5,8 +5,10 @@
 //! most similar by speaker embedding, excluding candidates byte-identical to
 //! the source audio). Each conversion runs the converter as a subprocess from
 //! the command template of the profile (Seed-VC v1/v2, a site's own wrapper,
-//! or the built-in stand-in), finds its output by Seed-VC's naming, and muxes
-//! the new voice onto the original video. A failed conversion is recorded as
+//! or the built-in stand-in), finds its output by Seed-VC's naming, checks it
+//! (sample rate, duration against the source, not silent; see
+//! [`super::seedvc_checks`]) and muxes the new voice onto the original video.
+//! A failed conversion, or one whose output fails a check, is recorded as
 //! failed and never written as a fake.
 //!
 //! Items are conversions; a finished one is memoized in the items folder
@@ -14,11 +16,24 @@
 //! Failures are not memoized: a converter may fail for passing reasons (a
 //! busy GPU), so a rerun tries again.
 //!
+//! The command: `"seed_vc": "v1"` or `"v2"` runs Seed-VC's shipped
+//! inference script with the paper's flags (the argv is in
+//! [`pipeline_core::stages::seedvc_params`]), from `cwd`, the Seed-VC
+//! checkout. A site runs it in its own environment by replacing `python`
+//! with a `launcher`, e.g. `["conda", "run", "--no-capture-output", "-n",
+//! "seedvc", "python"]` (`--no-capture-output` so Seed-VC's errors reach the
+//! item's log as they happen), or gives the whole argv as `command`.
 //! Template placeholders: `{pipeline}` (this program, `pipeline-media`, which
 //! answers `vc-standin` as `pipeline` does; `{pipeline_media}` means the
 //! same), `{source}`, `{target}`, `{output}`. The template is expanded into
-//! an argv and never goes through a shell. The environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`,
-//! `HF_HUB_OFFLINE` and `HF_TOKEN` reach the converter.
+//! an argv and never goes through a shell.
+//!
+//! Models: Seed-VC downloads its checkpoints on first run into
+//! `checkpoints/` of its checkout and the Hugging Face cache. The
+//! environment is inherited, so `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`
+//! and `HF_TOKEN` reach the converter; with `HF_HUB_OFFLINE` set, the stage
+//! first checks that the models of `required_models` are on disk and fails
+//! with one message naming the missing ones and how to fetch them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +46,7 @@ use rayon::prelude::*;
 
 use super::corpus::{scan, Category, Video};
 use super::items::{file_blake3, owns, summarize, ItemLog, Outcome};
+use super::seedvc_checks::{check_offline_models, check_output, converter_dir, hub_offline_reason};
 use super::vc_standin::seedvc_stem;
 use super::{Stage, StageContext};
 use crate::media::decode::{decode_audio_mono, probe};
@@ -86,6 +102,9 @@ impl Stage for SeedVc {
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
         let p = Params::from_json(ctx.params)
             .with_context(|| format!("stage {}: bad seedvc parameters", ctx.stage))?;
+        let dir = converter_dir(&p, ctx.workspace)
+            .and_then(|dir| check_offline_models(&p, &dir).map(|()| dir))
+            .with_context(|| format!("stage {}", ctx.stage))?;
         let videos: Vec<Video> = scan(ctx.input("fakeavceleb")?)?
             .into_iter()
             .filter(|v| v.category == Category::Rvra)
@@ -109,22 +128,13 @@ impl Stage for SeedVc {
             })
             .collect();
         jobs.sort_by(|a, b| a.key.cmp(&b.key));
-        if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1")
-            && std::env::var_os("HF_HOME").is_none()
-            && std::env::var_os("HF_HUB_CACHE").is_none()
-        {
-            eprintln!(
-                "{}: HF_HUB_OFFLINE=1 but neither HF_HOME nor HF_HUB_CACHE is set: the converter \
-                 will look for its models in ~/.cache/huggingface only",
-                ctx.stage
-            );
-        }
         std::fs::create_dir_all(ctx.items_dir)
             .with_context(|| format!("cannot create {}", ctx.items_dir.display()))?;
         let plan = Mutex::new(Vec::new());
         let runner = Runner {
             p: &p,
-            workspace: ctx.workspace,
+            argv: p.argv(),
+            dir,
             vox2,
             work: ctx.step_dir.join("work"),
             items_dir: ctx.items_dir,
@@ -195,7 +205,10 @@ impl Stage for SeedVc {
 
 struct Runner<'a> {
     p: &'a Params,
-    workspace: &'a Path,
+    /// The converter's argv, placeholders still in.
+    argv: Vec<String>,
+    /// The converter's working directory.
+    dir: PathBuf,
     vox2: &'a Path,
     work: PathBuf,
     items_dir: &'a Path,
@@ -208,6 +221,11 @@ struct Runner<'a> {
 /// audio rate, 16-bit WAV, named after the video (Seed-VC names its output
 /// after it).
 pub fn extract_source_wav(video: &Path, out_dir: &Path) -> Result<PathBuf> {
+    write_source_wav(video, out_dir).map(|(path, _)| path)
+}
+
+/// As [`extract_source_wav`], with the source's duration in seconds.
+fn write_source_wav(video: &Path, out_dir: &Path) -> Result<(PathBuf, f64)> {
     let rate = probe(video)?
         .audio
         .map(|a| a.sample_rate)
@@ -219,7 +237,7 @@ pub fn extract_source_wav(video: &Path, out_dir: &Path) -> Result<PathBuf> {
     let path = out_dir.join(format!("{}.wav", seedvc_stem(video)));
     write_pcm16(&path, &samples, rate)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok((path, samples.len() as f64 / f64::from(rate)))
 }
 
 impl Runner<'_> {
@@ -242,7 +260,7 @@ impl Runner<'_> {
         plan: &Mutex<Vec<String>>,
     ) -> Result<Result<PathBuf, String>> {
         let video = &job.video.path;
-        let source = extract_source_wav(video, &work.join("in"))?;
+        let (source, source_seconds) = write_source_wav(video, &work.join("in"))?;
         let source_hash = file_blake3(&source)?;
         let (reference, similarity) = match job.category {
             Category::RvfaSvc => (source.clone(), 1.0),
@@ -274,9 +292,16 @@ impl Runner<'_> {
                 "video": file_blake3(video)?,
                 "source": source_hash,
                 "reference": file_blake3(&reference)?,
-                "command": self.p.command,
+                "command": self.argv,
                 "cwd": self.p.cwd,
                 "env": self.p.env,
+                // A conversion that passed looser checks is not reused
+                // under stricter ones.
+                "checks": [
+                    self.p.expect_sample_rate,
+                    self.p.duration_tolerance_seconds,
+                    self.p.min_rms_dbfs,
+                ],
             })
             .to_string()
             .as_bytes(),
@@ -323,6 +348,12 @@ impl Runner<'_> {
             Ok(a) => a,
             Err(e) => return Ok(Err(format!("cannot read the converter's output: {e}"))),
         };
+        let name = wav
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        if let Err(e) = check_output(self.p, &name, converted_rate, &audio, rate, source_seconds) {
+            return Ok(Err(e));
+        }
         let tmp = work.join("muxed.mp4");
         if let Err(e) = mux_audio(video, &audio, rate, &tmp) {
             return Ok(Err(format!("cannot mux the converted audio: {e}")));
@@ -398,8 +429,7 @@ impl Runner<'_> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot locate this program for {{pipeline}}: {e}"))?;
         let argv: Vec<String> = self
-            .p
-            .command
+            .argv
             .iter()
             .map(|a| {
                 a.replace("{pipeline_media}", "{pipeline}")
@@ -420,9 +450,7 @@ impl Runner<'_> {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(err_file);
-        if let Some(cwd) = &self.p.cwd {
-            cmd.current_dir(self.workspace.join(cwd));
-        }
+        cmd.current_dir(&self.dir);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the converter `{}`: {e}", argv[0]))?;
@@ -446,15 +474,14 @@ impl Runner<'_> {
             return Ok(());
         }
         let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(reason) = hub_offline_reason(&text) {
+            return Err(reason);
+        }
         let tail: Vec<&str> = text.lines().rev().take(5).collect();
-        let mut msg = format!(
+        Err(format!(
             "the converter exited with {status}: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        );
-        if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-            msg.push_str(" (HF_HUB_OFFLINE=1: its models must already be in HF_HOME/HF_HUB_CACHE and ./checkpoints)");
-        }
-        Err(msg)
+        ))
     }
 }
 
