@@ -4,6 +4,7 @@
 //! Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 
 mod bench;
+mod check;
 mod detect;
 mod report;
 
@@ -48,6 +49,10 @@ struct Cli {
 enum Cmd {
     /// Run the stale stages (all of them, or what --until/--only select).
     Run(RunArgs),
+    /// Check, in seconds, what would make the stages a run would run fail
+    /// late: missing inputs and files, unreadable videos, a split part with
+    /// one class, an element set's missing shards (exit 1 if any).
+    Check(check::CheckArgs),
     /// Show each stage as up to date or stale, and why.
     Status {
         /// Print the stages as JSON (state, reasons, running and last step).
@@ -216,6 +221,10 @@ struct RunArgs {
     /// then a summary) instead of words on stderr.
     #[arg(long)]
     json: bool,
+    /// Submit to Slurm without `pipeline check` first (by default a failed
+    /// check refuses the submission).
+    #[arg(long)]
+    no_check: bool,
 }
 
 #[derive(Subcommand)]
@@ -438,6 +447,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     match &cli.command {
         Cmd::Run(a) => run_cmd(&cli, a).await,
         Cmd::Status { json } => status_cmd(&cli, *json).await,
+        Cmd::Check(a) => check::check_cmd(&cli, a).await,
         Cmd::Detect(a) => detect::detect_cmd(&cli, a).await,
         Cmd::Dag { format } => {
             let dag = load_dag(&cli)?;
@@ -728,6 +738,7 @@ async fn run_cmd(cli: &Cli, a: &RunArgs) -> Result<i32> {
             Executor::Slurm => run::ExecutorKind::Slurm,
         },
         detach: a.detach,
+        no_check: a.no_check,
         cluster: ClusterConfig::load(
             &a.cluster
                 .clone()

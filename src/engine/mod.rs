@@ -1,6 +1,7 @@
 //! The engine: pipeline YAML -> validated DAG -> plan (what is stale, and why)
 //! -> running the plan through an executor, recording everything in the store.
 
+pub mod check;
 pub mod checkout;
 pub mod compare;
 pub mod dag;

@@ -34,6 +34,8 @@ pub struct RunOptions {
     /// (recorded as running, for the next run to re-attach to) instead of
     /// cancelling them; local steps stop either way.
     pub detach: bool,
+    /// Skip `pipeline check` before submitting to Slurm (`check::Preflight`).
+    pub no_check: bool,
 }
 
 /// Where steps run unless a stage says otherwise.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::check::Preflight;
 use super::dag::Dag;
 use super::events::{Event, Reporter, Summary};
 use super::executor::{Ctx, Executor, Launch, Settled};
@@ -60,6 +61,8 @@ pub struct Scheduler<'a> {
     /// After a failure without `--keep-going`: nothing new starts.
     stop_launching: bool,
     progress_seen: HashMap<StepId, job::Progress>,
+    /// The checks before a submission to Slurm.
+    preflight: Preflight,
 }
 
 /// What a run was asked to do: its planner, the selected stages in
@@ -94,6 +97,7 @@ impl<'a> Scheduler<'a> {
                 executor: opts.executor.as_str(),
             })
             .await?;
+        let preflight = Preflight::new(opts, &sel, &force);
         let mut s = Scheduler {
             ws,
             dag,
@@ -110,6 +114,7 @@ impl<'a> Scheduler<'a> {
             summary: Summary::default(),
             stop_launching: false,
             progress_seen: HashMap::new(),
+            preflight,
         };
         let cx = s.cx();
         for r in reattach {
@@ -298,6 +303,20 @@ impl<'a> Scheduler<'a> {
                 self.rep.event(Event::Blocked {
                     stage: spec.name.clone(),
                     because: missing.to_string(),
+                });
+                self.after_failure();
+                continue;
+            }
+            if let Some(refused) = self
+                .preflight
+                .before_launch(self.ws, dag, &mut self.planner, i, kind)
+                .await?
+            {
+                self.state.insert(i, State::Failed);
+                self.summary.failed.push(spec.name.clone());
+                self.rep.event(Event::Blocked {
+                    stage: spec.name.clone(),
+                    because: refused,
                 });
                 self.after_failure();
                 continue;

@@ -45,6 +45,9 @@ enum Cmd {
     /// The stage kinds this program implements, with their code versions.
     #[command(hide = true)]
     Kinds,
+    /// Probe a corpus and plan its split for `pipeline check` (JSON on stdout).
+    #[command(hide = true)]
+    CheckCorpus(pipeline_media::stages::check_corpus::CheckCorpusArgs),
 }
 
 #[derive(Subcommand)]
@@ -72,6 +75,7 @@ fn main() {
         Cmd::Bench {
             what: BenchCmd::Elements(a),
         } => pipeline_media::stages::elements_bench::run(a).map(|_| 0),
+        Cmd::CheckCorpus(a) => pipeline_media::stages::check_corpus::run(a).map(|_| 0),
         Cmd::Kinds => {
             pipeline_core::exec::step::kinds_json(pipeline_media::stages::registry).map(|t| {
                 println!("{t}");

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub mod category;
+pub mod corpus_check;
 pub mod download_params;
 pub mod grid;
 pub mod items;

@@ -6,6 +6,7 @@
 pub use pipeline_core::stages::{items, media_params, versions, Stage, StageContext};
 
 pub mod audit;
+pub mod check_corpus;
 pub mod corpus;
 pub mod elements;
 pub mod elements_bench;
@@ -13,6 +14,7 @@ pub mod elements_extract;
 pub mod elements_inspect;
 pub mod seedvc;
 pub mod seedvc_checks;
+pub mod split;
 pub mod synth;
 mod synth_face;
 mod synth_voice;

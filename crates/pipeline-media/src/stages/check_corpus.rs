@@ -1,0 +1,371 @@
+//! `pipeline-media check-corpus`: the part of `pipeline check` that needs
+//! FFmpeg. It scans FakeAVCeleb-shaped corpora as the media stages do, and
+//! answers on standard output (JSON, [`CorpusReport`]):
+//!
+//! - which files cannot be used: a video that does not open, or lacks a
+//!   video or an audio stream (`--probe`), and a video `meta_data.csv` lists
+//!   that is not there;
+//! - with `--elements-params`, the clips the elements stage would make and
+//!   the split it would give them, computed by the stage's own split
+//!   function ([`super::split::split`]); `--plan-voiceclones` adds the two
+//!   voice clones the seedvc stage makes of every RVRA video, for a check
+//!   that runs before seedvc has.
+//!
+//! The probe reads headers only, in parallel, and is memoized in `--memo`
+//! per file under its stat key (device, inode, size, mtime, ctime: the rule
+//! the engine's stat cache trusts, since a user cannot set ctime), not under
+//! its BLAKE3: hashing a corpus reads every byte of it, which costs more than
+//! the probe it would save. The memo is only a cache: one it cannot read, or
+//! of another [`PROBE_VERSION`], is started afresh.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::corpus::{scan, Category, Video};
+use super::split::split;
+use crate::media::decode::probe;
+use crate::media::MediaError;
+use crate::util::write_atomic;
+use pipeline_core::stages::corpus_check::{BadFile, CorpusReport, PlannedClip};
+
+/// Bumped when the probe would judge a file differently.
+const PROBE_VERSION: u32 = 1;
+
+/// FakeAVCeleb's list of its videos, at the top of the corpus.
+const META_DATA: &str = "meta_data.csv";
+
+/// Arguments of `pipeline-media check-corpus`.
+#[derive(clap::Args)]
+pub struct CheckCorpusArgs {
+    /// The stage the corpus is checked for (named in messages).
+    #[arg(long)]
+    stage: String,
+    /// The workspace (a split file is relative to it).
+    #[arg(long)]
+    workspace: PathBuf,
+    /// Open every video and look for both streams.
+    #[arg(long)]
+    probe: bool,
+    /// The probe's memo file (created; read first when it exists).
+    #[arg(long, requires = "probe")]
+    memo: Option<PathBuf>,
+    /// Only the videos of these categories (default: all).
+    #[arg(long)]
+    category: Vec<String>,
+    /// The elements stage's parameters (JSON text): report the clips it
+    /// would make of the corpus and their split.
+    #[arg(long)]
+    elements_params: Option<String>,
+    /// Add the voice clones the seedvc stage makes of every RVRA video.
+    #[arg(long, requires = "elements_params")]
+    plan_voiceclones: bool,
+    /// Threads for the probe (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The corpus roots (FakeAVCeleb-shaped folders).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+/// What the memo keeps of one file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct MemoEntry {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    /// Why the file cannot be used; `None`: it can.
+    problem: Option<String>,
+    /// How many times this version of the file was probed (stays 1 while
+    /// the memo answers for it).
+    probes: u32,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Memo {
+    version: u32,
+    files: BTreeMap<String, MemoEntry>,
+}
+
+impl Memo {
+    fn load(path: &Path) -> Memo {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Memo>(&b).ok())
+            .filter(|m| m.version == PROBE_VERSION)
+            .unwrap_or(Memo {
+                version: PROBE_VERSION,
+                files: BTreeMap::new(),
+            })
+    }
+}
+
+/// The stat key of a file, as the memo compares it.
+fn stat_of(m: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
+    (
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+    )
+}
+
+/// Why `path` cannot be used as a clip, from its headers; `None` when it can.
+fn probe_problem(path: &Path) -> Option<String> {
+    match probe(path) {
+        Err(MediaError::Open { reason, .. }) => Some(format!(
+            "does not open as media ({reason}): a truncated or corrupt file; download or copy it \
+             again"
+        )),
+        Err(e) => Some(e.to_string()),
+        Ok(p) => match (&p.video, &p.audio) {
+            (None, _) => Some("has no video stream".into()),
+            (_, None) => Some("has no audio stream".into()),
+            (Some(v), _) if v.frames == 0 => Some("its video stream holds no frames".into()),
+            _ => None,
+        },
+    }
+}
+
+/// Probes every video, answering from the memo where the file is unchanged.
+/// Returns the problems by path, and how many were probed and reused.
+fn probe_all(
+    videos: &[&Video],
+    memo_file: Option<&Path>,
+    roots: &[PathBuf],
+) -> Result<(BTreeMap<PathBuf, String>, usize, usize)> {
+    let mut memo = memo_file.map(Memo::load).unwrap_or_default();
+    let looked: Vec<(String, Option<MemoEntry>, bool)> = videos
+        .par_iter()
+        .map(|v| {
+            let key = v.path.to_string_lossy().into_owned();
+            let Ok(meta) = std::fs::metadata(&v.path) else {
+                let entry = None;
+                return (key, entry, false);
+            };
+            let (dev, ino, size, mtime_ns, ctime_ns) = stat_of(&meta);
+            if let Some(e) = memo.files.get(&key).filter(|e| {
+                (e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns)
+                    == (dev, ino, size, mtime_ns, ctime_ns)
+            }) {
+                return (key, Some(e.clone()), true);
+            }
+            let entry = MemoEntry {
+                dev,
+                ino,
+                size,
+                mtime_ns,
+                ctime_ns,
+                problem: probe_problem(&v.path),
+                probes: memo.files.get(&key).map_or(0, |e| e.probes) + 1,
+            };
+            (key, Some(entry), false)
+        })
+        .collect();
+    let mut problems = BTreeMap::new();
+    let (mut probed, mut reused) = (0, 0);
+    let seen: BTreeSet<&str> = looked.iter().map(|(k, ..)| k.as_str()).collect();
+    // A file under these roots that is gone is forgotten.
+    memo.files.retain(|k, _| {
+        seen.contains(k.as_str()) || !roots.iter().any(|r| Path::new(k).starts_with(r))
+    });
+    for (key, entry, from_memo) in looked {
+        let Some(entry) = entry else {
+            problems.insert(
+                PathBuf::from(&key),
+                "cannot be read (it vanished while checked)".into(),
+            );
+            continue;
+        };
+        if from_memo {
+            reused += 1;
+        } else {
+            probed += 1;
+        }
+        if let Some(p) = &entry.problem {
+            problems.insert(PathBuf::from(&key), p.clone());
+        }
+        memo.files.insert(key, entry);
+    }
+    if let Some(file) = memo_file {
+        if probed > 0 || !file.exists() {
+            write_atomic(file, &serde_json::to_vec(&memo)?)
+                .with_context(|| format!("writing the probe memo {}", file.display()))?;
+        }
+    }
+    Ok((problems, probed, reused))
+}
+
+/// The videos `root/meta_data.csv` lists that are not there (and its lines
+/// that name no video), when the corpus has such a file.
+fn listed_but_missing(root: &Path, categories: &[Category]) -> Result<Vec<BadFile>> {
+    let csv = root.join(META_DATA);
+    let Ok(text) = std::fs::read_to_string(&csv) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
+        // source,target1,target2,method,category,type,race,gender,path,<folder>
+        let (Some(name), Some(folder)) = (fields.get(8), fields.get(9)) else {
+            out.push(BadFile {
+                path: csv.clone(),
+                problem: format!(
+                    "line {}: expected 10 columns (source,target1,target2,method,category,type,\
+                     race,gender,path,folder), found {}",
+                    n + 1,
+                    fields.len()
+                ),
+            });
+            continue;
+        };
+        // The folder column starts with the corpus's own name
+        // (`FakeAVCeleb/RealVideo-RealAudio/...`): resolve from the category on.
+        let parts: Vec<&str> = folder.split('/').filter(|p| !p.is_empty()).collect();
+        let Some(at) = parts
+            .iter()
+            .position(|p| Category::from_folder(p).is_some())
+        else {
+            out.push(BadFile {
+                path: csv.clone(),
+                problem: format!("line {}: folder '{folder}' names no category folder", n + 1),
+            });
+            continue;
+        };
+        let category = Category::from_folder(parts[at]).expect("found above");
+        if !categories.is_empty() && !categories.contains(&category) {
+            continue;
+        }
+        let mut path = root.to_path_buf();
+        path.extend(&parts[at..]);
+        path.push(name);
+        if !path.is_file() {
+            out.push(BadFile {
+                path,
+                problem: format!("listed in {} line {} but missing", csv.display(), n + 1),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The voice clones the seedvc stage makes of an RVRA video, under the keys
+/// it writes them at.
+fn planned_voiceclones(v: &Video) -> [Video; 2] {
+    [Category::RvfaSvc, Category::RvfaVc].map(|category| Video {
+        key: format!(
+            "{}/{}/{}/{}/{}",
+            category.folder(),
+            v.race,
+            v.gender,
+            v.identity,
+            v.name
+        ),
+        category,
+        ..v.clone()
+    })
+}
+
+/// Runs `check-corpus` and prints its report.
+pub fn run(a: CheckCorpusArgs) -> Result<()> {
+    let categories = a
+        .category
+        .iter()
+        .map(|c| c.parse::<Category>())
+        .collect::<Result<Vec<_>>>()?;
+    let mut videos = Vec::new();
+    let mut bad = Vec::new();
+    for root in &a.inputs {
+        videos.extend(
+            scan(root)
+                .with_context(|| format!("stage {}: reading {}", a.stage, root.display()))?
+                .into_iter()
+                .filter(|v| categories.is_empty() || categories.contains(&v.category)),
+        );
+        bad.extend(listed_but_missing(root, &categories)?);
+    }
+    videos.sort_by(|x, y| x.key.cmp(&y.key));
+    videos.dedup_by(|x, y| x.key == y.key);
+    let mut report = CorpusReport {
+        videos: videos.len(),
+        ..CorpusReport::default()
+    };
+    let mut problems = BTreeMap::new();
+    if a.probe {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(a.threads.unwrap_or(0))
+            .build()
+            .context("cannot start the probe's threads")?;
+        let all: Vec<&Video> = videos.iter().collect();
+        let (p, probed, reused) = pool.install(|| probe_all(&all, a.memo.as_deref(), &a.inputs))?;
+        problems = p;
+        report.probed = probed;
+        report.reused = reused;
+    }
+    bad.extend(problems.iter().map(|(path, problem)| BadFile {
+        path: path.clone(),
+        problem: problem.clone(),
+    }));
+    if let Some(text) = &a.elements_params {
+        let params = serde_json::from_str(text)
+            .map_err(anyhow::Error::from)
+            .and_then(|v| super::media_params::ElementsParams::from_json(&v))
+            .with_context(|| format!("stage {}: bad elements parameters", a.stage))?;
+        let usable: Vec<Video> = videos
+            .iter()
+            .filter(|v| !problems.contains_key(&v.path))
+            .cloned()
+            .collect();
+        let mut all = videos.clone();
+        let mut kept = usable.clone();
+        if a.plan_voiceclones {
+            for v in videos.iter().filter(|v| v.category == Category::Rvra) {
+                all.extend(planned_voiceclones(v));
+            }
+            for v in usable.iter().filter(|v| v.category == Category::Rvra) {
+                kept.extend(planned_voiceclones(v));
+            }
+            all.sort_by(|x, y| x.key.cmp(&y.key));
+        }
+        match split(&a.workspace, &a.stage, &params, &all) {
+            Ok(parts) => {
+                report.clips = Some(
+                    kept.iter()
+                        .flat_map(|v| {
+                            let clip = PlannedClip {
+                                identity: v.identity.clone(),
+                                category: v.category,
+                                split: parts
+                                    .get(&v.identity)
+                                    .copied()
+                                    .unwrap_or(crate::elementset::Split::Val),
+                            };
+                            std::iter::repeat_n(clip, params.clips_per_video)
+                        })
+                        .collect(),
+                )
+            }
+            Err(e) => report.split_error = Some(format!("{e:#}")),
+        }
+    }
+    report.bad = bad;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &report)?;
+    writeln!(out).context("writing the report")?;
+    Ok(())
+}
