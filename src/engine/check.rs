@@ -15,7 +15,8 @@
 //!   is there now and this run does not remake it) opens with a video and an
 //!   audio stream, and every video `meta_data.csv` lists is there. FFmpeg
 //!   does that, so `pipeline-media check-corpus` does, in parallel and
-//!   memoized in `.pipeline/check/probe-memo.json`; a share of bad videos
+//!   memoized by content in `.pipeline/check/probe-memo.json` (the stat
+//!   cache's hashes handed over); a share of bad videos
 //!   within the stage's `max_failed_fraction` is named but passes, as the
 //!   stage itself would skip them;
 //! - **split**: each model stage's training, validation, test (when there
@@ -54,6 +55,8 @@ use crate::stages::parse_over_defaults;
 
 /// The probe's memo, under the workspace's `.pipeline/`.
 const PROBE_MEMO: &str = "check/probe-memo.json";
+/// The corpus files' hashes, as the engine hands them to the probe.
+const PROBE_HASHES: &str = "check/probe-hashes.json";
 
 /// What a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -768,7 +771,7 @@ impl Scope<'_> {
     /// final now) and, for an elements stage whose set a model stage of this
     /// run trains on, plans its clips and split. Returns those clips, when
     /// they can be planned now.
-    fn check_corpus(
+    async fn check_corpus(
         &self,
         i: usize,
         kind: CorpusKind,
@@ -813,10 +816,24 @@ impl Scope<'_> {
         let split = wants_split && (later.is_empty() || clones_later);
         let tolerance = kind.tolerance(params)?;
         let roots: Vec<PathBuf> = now.iter().map(|d| d.path.under(&self.ws.root)).collect();
+        // The probe is memoized by content: the hashes the stat cache holds
+        // (the plan has just hashed these inputs) spare it reading them.
+        let mut known = BTreeMap::new();
+        for (d, root) in now.iter().zip(&roots) {
+            if let Some((h, _)) = self.ws.hash(&d.path).await? {
+                for e in h.entries {
+                    known.insert(
+                        root.join(&e.rel).to_string_lossy().into_owned(),
+                        e.hash.to_hex().to_string(),
+                    );
+                }
+            }
+        }
         let report = check_corpus_media(
             self.ws,
             name,
             &roots,
+            &known,
             kind.categories(),
             split.then_some(params),
             split && clones_later,
@@ -879,11 +896,15 @@ fn check_corpus_media(
     ws: &Workspace,
     stage: &str,
     roots: &[PathBuf],
+    known: &BTreeMap<String, String>,
     categories: &[Category],
     elements_params: Option<&Value>,
     plan_voiceclones: bool,
 ) -> Result<CorpusReport> {
     let exe = crate::exec::step::program_exe("pipeline-media")?;
+    let hashes = ws.state_dir().join(PROBE_HASHES);
+    pipeline_core::util::write_atomic(&hashes, &serde_json::to_vec(known)?)
+        .with_context(|| format!("writing {}", hashes.display()))?;
     let mut cmd = Command::new(&exe);
     cmd.arg("check-corpus")
         .arg("--stage")
@@ -892,7 +913,9 @@ fn check_corpus_media(
         .arg(&ws.root)
         .arg("--probe")
         .arg("--memo")
-        .arg(ws.state_dir().join(PROBE_MEMO));
+        .arg(ws.state_dir().join(PROBE_MEMO))
+        .arg("--hashes")
+        .arg(&hashes);
     for c in categories {
         cmd.arg("--category").arg(c.folder());
     }
@@ -974,7 +997,9 @@ pub async fn check(
                 .any(|o| trained_on.iter().any(|t| o.path.overlaps(t)));
         planned.insert(
             i,
-            scope.check_corpus(i, kind, &params[&i], wants_split, &mut r)?,
+            scope
+                .check_corpus(i, kind, &params[&i], wants_split, &mut r)
+                .await?,
         );
     }
     for &i in &scope.runs {

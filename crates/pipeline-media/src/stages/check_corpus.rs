@@ -12,11 +12,14 @@
 //!   that runs before seedvc has.
 //!
 //! The probe reads headers only, in parallel, and is memoized in `--memo`
-//! per file under its stat key (device, inode, size, mtime, ctime: the rule
-//! the engine's stat cache trusts, since a user cannot set ctime), not under
-//! its BLAKE3: hashing a corpus reads every byte of it, which costs more than
-//! the probe it would save. The memo is only a cache: one it cannot read, or
-//! of another [`PROBE_VERSION`], is started afresh.
+//! by the BLAKE3 of each file's bytes, so a file copied, moved or fetched
+//! again is not probed again, and a changed one always is. The hashes come
+//! from the engine (`--hashes`: what its stat cache already holds for a
+//! recorded corpus, so nothing is read twice); a file it gave none for is
+//! hashed here, through the memo's own stat cache (device, inode, size,
+//! mtime, ctime: the rule the engine's cache trusts, since a user cannot set
+//! ctime). The memo is only a cache: one it cannot read, or of another
+//! [`PROBE_VERSION`], is started afresh.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -28,6 +31,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{scan, Category, Video};
+use super::items::file_blake3;
 use super::split::split;
 use crate::media::decode::probe;
 use crate::media::MediaError;
@@ -35,7 +39,8 @@ use crate::util::write_atomic;
 use pipeline_core::stages::corpus_check::{BadFile, CorpusReport, PlannedClip};
 
 /// Bumped when the probe would judge a file differently.
-const PROBE_VERSION: u32 = 1;
+/// 2: keyed by content (BLAKE3), not by path.
+const PROBE_VERSION: u32 = 2;
 
 /// FakeAVCeleb's list of its videos, at the top of the corpus.
 const META_DATA: &str = "meta_data.csv";
@@ -55,6 +60,10 @@ pub struct CheckCorpusArgs {
     /// The probe's memo file (created; read first when it exists).
     #[arg(long, requires = "probe")]
     memo: Option<PathBuf>,
+    /// A JSON object `{path: blake3}` of the files whose hash the caller
+    /// knows (the engine's stat cache).
+    #[arg(long, requires = "probe")]
+    hashes: Option<PathBuf>,
     /// Only the videos of these categories (default: all).
     #[arg(long)]
     category: Vec<String>,
@@ -73,25 +82,30 @@ pub struct CheckCorpusArgs {
     inputs: Vec<PathBuf>,
 }
 
-/// What the memo keeps of one file.
+/// What the memo knows of one file's bytes.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct MemoEntry {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
+struct Probed {
     /// Why the file cannot be used; `None`: it can.
     problem: Option<String>,
-    /// How many times this version of the file was probed (stays 1 while
-    /// the memo answers for it).
+    /// How many times these bytes were probed (stays 1 while the memo
+    /// answers for them).
     probes: u32,
+}
+
+/// A file's stat key and the hash of its bytes then.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Seen {
+    stat: (u64, u64, u64, i64, i64),
+    blake3: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Memo {
     version: u32,
-    files: BTreeMap<String, MemoEntry>,
+    /// BLAKE3 -> the probe's answer.
+    probes: BTreeMap<String, Probed>,
+    /// Path -> its hash, for files the engine gave no hash for.
+    files: BTreeMap<String, Seen>,
 }
 
 impl Memo {
@@ -102,7 +116,7 @@ impl Memo {
             .filter(|m| m.version == PROBE_VERSION)
             .unwrap_or(Memo {
                 version: PROBE_VERSION,
-                files: BTreeMap::new(),
+                ..Memo::default()
             })
     }
 }
@@ -135,68 +149,86 @@ fn probe_problem(path: &Path) -> Option<String> {
     }
 }
 
-/// Probes every video, answering from the memo where the file is unchanged.
-/// Returns the problems by path, and how many were probed and reused.
+/// Probes every video whose bytes the memo has not seen. Returns the
+/// problems by path, how many contents were probed (once each, however many
+/// files hold them) and how many files the memo answered for.
 fn probe_all(
     videos: &[&Video],
     memo_file: Option<&Path>,
+    known: &BTreeMap<String, String>,
     roots: &[PathBuf],
 ) -> Result<(BTreeMap<PathBuf, String>, usize, usize)> {
     let mut memo = memo_file.map(Memo::load).unwrap_or_default();
-    let looked: Vec<(String, Option<MemoEntry>, bool)> = videos
+    // Each file's hash: the engine's, the memo's (stat unchanged), or read now.
+    let hashed: Vec<(String, Option<Seen>)> = videos
         .par_iter()
         .map(|v| {
             let key = v.path.to_string_lossy().into_owned();
             let Ok(meta) = std::fs::metadata(&v.path) else {
-                let entry = None;
-                return (key, entry, false);
+                return (key, None);
             };
-            let (dev, ino, size, mtime_ns, ctime_ns) = stat_of(&meta);
-            if let Some(e) = memo.files.get(&key).filter(|e| {
-                (e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns)
-                    == (dev, ino, size, mtime_ns, ctime_ns)
-            }) {
-                return (key, Some(e.clone()), true);
-            }
-            let entry = MemoEntry {
-                dev,
-                ino,
-                size,
-                mtime_ns,
-                ctime_ns,
-                problem: probe_problem(&v.path),
-                probes: memo.files.get(&key).map_or(0, |e| e.probes) + 1,
+            let stat = stat_of(&meta);
+            let blake3 = match known.get(&key) {
+                Some(h) => Some(h.clone()),
+                None => match memo.files.get(&key).filter(|s| s.stat == stat) {
+                    Some(s) => Some(s.blake3.clone()),
+                    None => file_blake3(&v.path).ok(),
+                },
             };
-            (key, Some(entry), false)
+            (key, blake3.map(|blake3| Seen { stat, blake3 }))
         })
         .collect();
+    // Every content not seen before is probed once, whichever file has it.
+    let mut todo: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, seen) in &hashed {
+        if let Some(s) = seen {
+            if !memo.probes.contains_key(&s.blake3) {
+                todo.entry(s.blake3.as_str()).or_insert(key.as_str());
+            }
+        }
+    }
+    let answers: Vec<(String, Option<String>)> = todo
+        .par_iter()
+        .map(|(hash, key)| (hash.to_string(), probe_problem(Path::new(key))))
+        .collect();
+    let probed = answers.len();
+    let probed_now: BTreeSet<String> = answers.iter().map(|(h, _)| h.clone()).collect();
+    for (hash, problem) in answers {
+        let probes = memo.probes.get(&hash).map_or(0, |p| p.probes) + 1;
+        memo.probes.insert(hash, Probed { problem, probes });
+    }
     let mut problems = BTreeMap::new();
-    let (mut probed, mut reused) = (0, 0);
-    let seen: BTreeSet<&str> = looked.iter().map(|(k, ..)| k.as_str()).collect();
+    let seen_paths: BTreeSet<&str> = hashed.iter().map(|(k, _)| k.as_str()).collect();
+    let mut files_changed = false;
+    let mut reused = 0;
     // A file under these roots that is gone is forgotten.
     memo.files.retain(|k, _| {
-        seen.contains(k.as_str()) || !roots.iter().any(|r| Path::new(k).starts_with(r))
+        let keep =
+            seen_paths.contains(k.as_str()) || !roots.iter().any(|r| Path::new(k).starts_with(r));
+        files_changed |= !keep;
+        keep
     });
-    for (key, entry, from_memo) in looked {
-        let Some(entry) = entry else {
+    for (key, seen) in hashed {
+        let Some(seen) = seen else {
             problems.insert(
                 PathBuf::from(&key),
                 "cannot be read (it vanished while checked)".into(),
             );
             continue;
         };
-        if from_memo {
+        if !probed_now.contains(&seen.blake3) {
             reused += 1;
-        } else {
-            probed += 1;
         }
-        if let Some(p) = &entry.problem {
+        if let Some(p) = &memo.probes[&seen.blake3].problem {
             problems.insert(PathBuf::from(&key), p.clone());
         }
-        memo.files.insert(key, entry);
+        if !known.contains_key(&key) && memo.files.get(&key) != Some(&seen) {
+            memo.files.insert(key, seen);
+            files_changed = true;
+        }
     }
     if let Some(file) = memo_file {
-        if probed > 0 || !file.exists() {
+        if probed > 0 || files_changed || !file.exists() {
             write_atomic(file, &serde_json::to_vec(&memo)?)
                 .with_context(|| format!("writing the probe memo {}", file.display()))?;
         }
@@ -312,7 +344,15 @@ pub fn run(a: CheckCorpusArgs) -> Result<()> {
             .build()
             .context("cannot start the probe's threads")?;
         let all: Vec<&Video> = videos.iter().collect();
-        let (p, probed, reused) = pool.install(|| probe_all(&all, a.memo.as_deref(), &a.inputs))?;
+        let known: BTreeMap<String, String> = match &a.hashes {
+            Some(f) => serde_json::from_slice(
+                &std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            )
+            .with_context(|| format!("{}: expected {{\"path\": \"blake3\"}}", f.display()))?,
+            None => BTreeMap::new(),
+        };
+        let (p, probed, reused) =
+            pool.install(|| probe_all(&all, a.memo.as_deref(), &known, &a.inputs))?;
         problems = p;
         report.probed = probed;
         report.reused = reused;
