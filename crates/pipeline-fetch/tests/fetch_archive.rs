@@ -5,6 +5,9 @@
 use std::io::Write;
 use std::path::Path;
 
+mod common;
+use common::listing;
+
 use pipeline_fetch::testserver::TestServer;
 use pipeline_fetch::{extract_tar, extract_zip, hub, Http, HttpOptions};
 
@@ -20,15 +23,6 @@ fn zip_of(path: &Path, entries: &[(&str, &[u8])]) {
         }
     }
     z.finish().unwrap();
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! `testserver`): resume after a dropped connection, checksum mismatch,
 //! 404, 503, a slow server, a file already there, the bearer token.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+mod common;
+use common::listing;
 
 use pipeline_fetch::testserver::{Fault, TestServer};
 use pipeline_fetch::{Checksum, Http, HttpOptions};
@@ -30,15 +32,6 @@ fn quick(retries: u32, read_timeout: Duration) -> Http {
 }
 
 fn none(_: u64, _: Option<u64>) {}
-
-fn children(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn a_dropped_connection_resumes_with_a_range_request_and_verifies() {
@@ -74,7 +67,7 @@ fn a_dropped_connection_resumes_with_a_range_request_and_verifies() {
     assert_eq!(reqs.len(), 2, "{reqs:?}");
     assert_eq!(reqs[0].header("range"), None);
     assert_eq!(reqs[1].header("range"), Some("bytes=100000-"));
-    assert_eq!(children(dir.path()), ["f.bin"]);
+    assert_eq!(listing(dir.path()), ["f.bin"]);
 }
 
 #[test]
@@ -133,7 +126,7 @@ fn a_wrong_checksum_sets_the_bad_file_aside_and_leaves_good_data_alone() {
         std::fs::read(dir.path().join("c.bin.rejected")).unwrap(),
         body(10_000)
     );
-    assert_eq!(children(dir.path()), ["c.bin", "c.bin.rejected"]);
+    assert_eq!(listing(dir.path()), ["c.bin", "c.bin.rejected"]);
 }
 
 #[test]
