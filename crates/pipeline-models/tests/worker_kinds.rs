@@ -47,12 +47,18 @@ fn each_program_implements_exactly_the_engines_kinds_for_it_at_their_versions() 
         (
             "worker",
             worker,
-            ["baseline", "stage1", "stage2", "stage2_sweep"],
+            &["baseline", "stage1", "stage2", "stage2_sweep"][..],
         ),
         (
             "media",
             media_exe(),
-            ["elements", "seedvc", "shortcut_audit", "synth"],
+            &[
+                "elements",
+                "seedvc",
+                "shortcut_audit",
+                "synth",
+                "voxceleb_subset",
+            ][..],
         ),
     ] {
         let want = table(&engine, Some(home));
