@@ -773,6 +773,7 @@ impl Scope<'_> {
     /// they can be planned now.
     async fn check_corpus(
         &self,
+        planner: &mut Planner<'_>,
         i: usize,
         kind: CorpusKind,
         params: &Value,
@@ -816,12 +817,12 @@ impl Scope<'_> {
         let split = wants_split && (later.is_empty() || clones_later);
         let tolerance = kind.tolerance(params)?;
         let roots: Vec<PathBuf> = now.iter().map(|d| d.path.under(&self.ws.root)).collect();
-        // The probe is memoized by content: the hashes the stat cache holds
-        // (the plan has just hashed these inputs) spare it reading them.
+        // The probe is memoized by content: the hashes the plan has just
+        // made of these inputs spare it reading them.
         let mut known = BTreeMap::new();
         for (d, root) in now.iter().zip(&roots) {
-            if let Some((h, _)) = self.ws.hash(&d.path).await? {
-                for e in h.entries {
+            if let Some(h) = planner.hash(&d.path).await? {
+                for e in &h.entries {
                     known.insert(
                         root.join(&e.rel).to_string_lossy().into_owned(),
                         e.hash.to_hex().to_string(),
@@ -998,7 +999,7 @@ pub async fn check(
         planned.insert(
             i,
             scope
-                .check_corpus(i, kind, &params[&i], wants_split, &mut r)
+                .check_corpus(&mut planner, i, kind, &params[&i], wants_split, &mut r)
                 .await?,
         );
     }

@@ -129,7 +129,8 @@ impl<'a> Planner<'a> {
         self.hashed.retain(|p, _| !p.overlaps(path));
     }
 
-    async fn hash(&mut self, path: &RelPath) -> Result<Option<Arc<Hashed>>> {
+    /// The artifact at `path` hashed (through the stat cache), once per planner.
+    pub async fn hash(&mut self, path: &RelPath) -> Result<Option<Arc<Hashed>>> {
         if let Some(h) = self.hashed.get(path) {
             return Ok(h.clone());
         }

@@ -68,28 +68,18 @@ impl Checksum {
 
     /// The hash of the file at `path` under this checksum's algorithm.
     pub fn of_file(&self, path: &Path) -> Result<String> {
-        let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut sha = sha2::Sha256::new();
-        let mut b3 = blake3::Hasher::new();
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            match self {
-                Checksum::Sha256(_) => sha.update(&buf[..n]),
-                Checksum::Blake3(_) => {
-                    b3.update(&buf[..n]);
-                }
-            }
+        if let Checksum::Blake3(_) = self {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            return Ok(pipeline_core::hash::hash_file(path, size)?
+                .to_hex()
+                .to_string());
         }
-        Ok(match self {
-            Checksum::Sha256(_) => hex::encode(sha.finalize()),
-            Checksum::Blake3(_) => b3.finalize().to_hex().to_string(),
-        })
+        let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut sha = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut sha).with_context(|| format!("reading {}", path.display()))?;
+        Ok(hex::encode(sha.finalize()))
     }
 
     /// Whether the file at `path` has this hash.

@@ -52,6 +52,30 @@ const PIPELINE: &str = r#"stages:
     params: {train_fakes: [RealVideo-FakeAudio], val_fakes: [RealVideo-FakeAudio, RealVideo-FakeAudio-VoiceClone]}
 "#;
 
+/// Writes an H.264/AAC MP4 of `seconds` with both streams (a test pattern
+/// and a tone of `freq` Hz), as FakeAVCeleb's videos are.
+fn av_clip(path: &Path, seconds: f64, freq: u32) {
+    let video = format!("testsrc2=size=64x64:rate=25:duration={seconds}");
+    let audio = format!("sine=f={freq}:sample_rate=16000:duration={seconds}");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &video,
+        "-f",
+        "lavfi",
+        "-i",
+        &audio,
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        path.to_str().unwrap(),
+    ]);
+}
+
 struct Corpus {
     ws: tempfile::TempDir,
     /// A sound 1.5 s clip with both streams.
@@ -64,23 +88,7 @@ impl Corpus {
     fn new() -> Corpus {
         let ws = tempfile::tempdir().unwrap();
         let good = ws.path().join("good.mp4");
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=64x64:rate=25:duration=1.5",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=f=440:sample_rate=16000:duration=1.5",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            good.to_str().unwrap(),
-        ]);
+        av_clip(&good, 1.5, 440);
         let c = Corpus { ws, good };
         std::fs::write(c.path("pipeline.yaml"), PIPELINE).unwrap();
         std::fs::create_dir_all(c.path("data/vox2")).unwrap();
@@ -215,23 +223,7 @@ fn a_sound_corpus_passes_and_a_second_check_answers_from_the_memo() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(0 probed, 12 from the memo)"), "{out}");
     let other = c.path("other.mp4");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=64x64:rate=25:duration=1.2",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=f=330:sample_rate=16000:duration=1.2",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        other.to_str().unwrap(),
-    ]);
+    av_clip(&other, 1.2, 330);
     std::fs::copy(&other, &again).unwrap();
     let (code, out) = c.check();
     assert_eq!(code, 0, "{out}");

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -36,6 +35,7 @@ use super::split::split;
 use crate::media::decode::probe;
 use crate::media::MediaError;
 use crate::util::write_atomic;
+use pipeline_core::hash::StatKey;
 use pipeline_core::stages::corpus_check::{BadFile, CorpusReport, PlannedClip};
 
 /// Bumped when the probe would judge a file differently.
@@ -121,15 +121,10 @@ impl Memo {
     }
 }
 
-/// The stat key of a file, as the memo compares it.
+/// The stat key of a file, as the memo compares it (the engine's rule).
 fn stat_of(m: &std::fs::Metadata) -> (u64, u64, u64, i64, i64) {
-    (
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-    )
+    let k = StatKey::of(m);
+    (k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns)
 }
 
 /// Why `path` cannot be used as a clip, from its headers; `None` when it can.
@@ -300,14 +295,7 @@ fn listed_but_missing(root: &Path, categories: &[Category]) -> Result<Vec<BadFil
 /// it writes them at.
 fn planned_voiceclones(v: &Video) -> [Video; 2] {
     [Category::RvfaSvc, Category::RvfaVc].map(|category| Video {
-        key: format!(
-            "{}/{}/{}/{}/{}",
-            category.folder(),
-            v.race,
-            v.gender,
-            v.identity,
-            v.name
-        ),
+        key: v.key_as(category),
         category,
         ..v.clone()
     })

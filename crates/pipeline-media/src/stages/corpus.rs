@@ -36,6 +36,21 @@ pub struct Video {
     pub name: String,
 }
 
+impl Video {
+    /// The key the seedvc stage writes this (RVRA) video's voice clone of
+    /// `category` at: the same path under the clone's category folder.
+    pub fn key_as(&self, category: Category) -> String {
+        format!(
+            "{}/{}/{}/{}/{}",
+            category.folder(),
+            self.race,
+            self.gender,
+            self.identity,
+            self.name
+        )
+    }
+}
+
 fn sorted_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {

@@ -116,14 +116,7 @@ impl Stage for SeedVc {
                 [Category::RvfaSvc, Category::RvfaVc].map(|category| Job {
                     video: v,
                     category,
-                    key: format!(
-                        "{}/{}/{}/{}/{}",
-                        category.folder(),
-                        v.race,
-                        v.gender,
-                        v.identity,
-                        v.name
-                    ),
+                    key: v.key_as(category),
                 })
             })
             .collect();
