@@ -34,8 +34,8 @@ if [ "${PIPELINE_NO_TORCH:-0}" != 1 ]; then
     mkdir -p "$CACHE_ROOT"
     rm -rf "$VENV"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+    "$VENV/bin/pip" install -q --no-cache-dir --upgrade pip
+    "$VENV/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION"
     touch "$VENV/.complete"
   fi
   echo "$VENV"

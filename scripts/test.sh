@@ -10,7 +10,7 @@ if [ ! -f "$TOOLS/.complete" ]; then
   echo "test.sh: creating $TOOLS (prov, jsonschema)" >&2
   rm -rf "$TOOLS"
   python3 -m venv "$TOOLS"
-  "$TOOLS/bin/pip" install -q "prov==2.1.1" "jsonschema==4.25.1"
+  "$TOOLS/bin/pip" install -q --no-cache-dir "prov==2.1.1" "jsonschema==4.25.1"
   touch "$TOOLS/.complete"
 fi
 export PIPELINE_TEST_PYTHON="$TOOLS/bin/python3"
