@@ -396,8 +396,11 @@ fn interpret(name: &str, raw: RawStage, defined_in: &Path) -> Result<StageSpec> 
 /// Kinds whose memo is kept by default: each item of a sweep is a training,
 /// and adding one grid point must not retrain the others; a download's memo
 /// holds the verified archives, and fetching tens of gigabytes again costs
-/// more than keeping them (`keep_memo: false` drops them).
-const KEEPS_MEMO: &[&str] = &["stage2_sweep", "download"];
+/// more than keeping them; the VoxCeleb2 subset's memo holds each shard's
+/// wavs (the output links to them, so keeping it costs little), and a new
+/// identity then fetches only the shards that hold it, not 80 GB
+/// (`keep_memo: false` drops them).
+const KEEPS_MEMO: &[&str] = &["stage2_sweep", "download", "voxceleb_subset"];
 
 /// Whether a stage of `kind` keeps its memo when its manifest does not say.
 pub fn keeps_memo_by_default(kind: &str) -> bool {

@@ -2,6 +2,7 @@
 //! plays the Hugging Face hub: its tree API lists small WebDataset tar
 //! shards whose `.m4a` members the `ffmpeg` CLI made, and serves them with
 //! the faults a real download meets (a 503, a connection dropped mid-body).
+//! The last test runs the stage through the real `pipeline` binary.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -447,4 +448,256 @@ fn a_shard_that_cannot_be_fetched_fails_the_step_and_a_rerun_fetches_only_it() {
         files(&out),
         ["id00018/y/00001.wav", "id00076/z/00001.wav", "index.json"]
     );
+}
+
+#[test]
+fn a_changed_identity_set_fetches_only_the_shards_holding_an_identity_their_memo_lacks() {
+    if !media_common::require_ffmpeg() {
+        return;
+    }
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::remove_var("HF_TOKEN");
+    std::env::remove_var("HF_ENDPOINT");
+    let ws = corpus();
+    let d = ws.dir.path();
+    let rvra_76 = ws
+        .corpus
+        .join("RealVideo-RealAudio/Asian (East)/women/id00076");
+    std::fs::remove_dir(&rvra_76).unwrap();
+    let a = m4a(d, 1.0, 300);
+    let hub = hub(&[
+        (
+            "voxceleb2-dev-0000.tar",
+            tar(&[("id00018/y/00001.m4a", &a), ("id00076/z/00001.m4a", &a)]),
+        ),
+        (
+            "voxceleb2-dev-0001.tar",
+            tar(&[("id00018/y/00002.m4a", &a)]),
+        ),
+        (
+            "voxceleb2-dev-0002.tar",
+            tar(&[("id00076/z/00002.m4a", &a)]),
+        ),
+    ]);
+    let hits = || -> Vec<u32> {
+        (0..3)
+            .map(|i| {
+                hub.server
+                    .hits(&resolve(&format!("voxceleb2-dev-000{i}.tar")))
+            })
+            .collect()
+    };
+    let p = params(&hub.server.base_url(), 0.05);
+
+    // Only id00018 is in RVRA: every shard is fetched once.
+    let (r, out) = run(&ws, &p, "one");
+    r.unwrap();
+    assert_eq!(hits(), [1, 1, 1]);
+    assert_eq!(
+        files(&out),
+        ["id00018/y/00001.wav", "id00018/y/00002.wav", "index.json"]
+    );
+
+    // id00076 joins: only the shards that hold it are fetched again.
+    std::fs::create_dir_all(&rvra_76).unwrap();
+    let (r, out) = run(&ws, &p, "two");
+    r.unwrap();
+    assert_eq!(hits(), [2, 1, 2]);
+    assert_eq!(
+        files(&out),
+        [
+            "id00018/y/00001.wav",
+            "id00018/y/00002.wav",
+            "id00076/z/00001.wav",
+            "id00076/z/00002.wav",
+            "index.json"
+        ]
+    );
+
+    // id00018 leaves: nothing is fetched, and its utterances are left out.
+    std::fs::remove_dir_all(ws.corpus.join("RealVideo-RealAudio/African")).unwrap();
+    let (r, out) = run(&ws, &p, "three");
+    r.unwrap();
+    assert_eq!(hits(), [2, 1, 2]);
+    assert_eq!(
+        files(&out),
+        ["id00076/z/00001.wav", "id00076/z/00002.wav", "index.json"]
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["utterances"], 2, "{index}");
+    assert_eq!(index["identities"], 1, "{index}");
+}
+
+/// A workspace whose pipeline runs `voxceleb_subset` on a FakeAVCeleb-shaped
+/// folder in it (an identity folder holds a file, as the real ones do) and a
+/// command stage that lists the wavs.
+fn engine_ws(endpoint: &str) -> EngineWs {
+    let yaml = format!(
+        "stages:\n  vox:\n    kind: voxceleb_subset\n    params: {{repo: \"{REPO}\", revision: \
+         main, pattern: \"voxceleb2-dev-*.tar\", sample_rate: 16000, identities_from: \
+         RealVideo-RealAudio, endpoint: \"{endpoint}\", concurrency: 2, retries: 3}}\n    \
+         deps: {{fakeavceleb: data/FakeAVCeleb}}\n    outs: {{vox2: data/vox2}}\n    \
+         env: [HF_ENDPOINT]\n  list:\n    cmd: cd data/vox2 && find . -name '*.wav' | sort > \
+         ../../wavs.txt\n    deps: [data/vox2]\n    outs: [wavs.txt]\n"
+    );
+    let ws = EngineWs(tempfile::tempdir().unwrap());
+    std::fs::write(ws.path("pipeline.yaml"), yaml).unwrap();
+    add_identity(&ws, "RealVideo-RealAudio/African/men/id00018");
+    add_identity(&ws, "FakeVideo-RealAudio/African/men/id09999");
+    ws
+}
+
+struct EngineWs(tempfile::TempDir);
+
+impl EngineWs {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0.path().join(rel)
+    }
+
+    /// The real `pipeline`, built beside this crate's program, on this workspace.
+    fn cmd(&self) -> std::process::Command {
+        let exe = Path::new(env!("CARGO_BIN_EXE_pipeline-media")).with_file_name("pipeline");
+        assert!(
+            exe.exists(),
+            "{} is missing: `cargo build -p pipeline` (or `cargo test --workspace`) builds it",
+            exe.display()
+        );
+        let mut c = std::process::Command::new(exe);
+        c.arg("-f")
+            .arg(self.path("pipeline.yaml"))
+            .arg("-w")
+            .arg(self.0.path());
+        c
+    }
+
+    /// `pipeline run` with HF_TOKEN set: its output, asserting success.
+    fn run(&self) -> String {
+        let o = self
+            .cmd()
+            .arg("run")
+            .env("HF_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "pipeline run failed:\n{text}");
+        text
+    }
+
+    /// A stage's state and reasons, from `pipeline status --json`.
+    fn status_of(&self, stage: &str) -> (String, Vec<String>) {
+        let o = self.cmd().args(["status", "--json"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let s = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == stage)
+            .unwrap_or_else(|| panic!("no stage {stage} in {v}"));
+        let why = s["why"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect();
+        (s["state"].as_str().unwrap().to_string(), why)
+    }
+}
+
+/// The stages a `run` started, from its progress lines.
+fn ran(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("start"))
+        .map(|l| l.trim().split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+fn add_identity(ws: &EngineWs, rel: &str) {
+    let dir = ws.path("data/FakeAVCeleb").join(rel);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("00001.mp4"), rel.as_bytes()).unwrap();
+}
+
+#[test]
+fn through_the_pipeline_binary_the_stage_is_recorded_reruns_nothing_and_follows_the_corpus() {
+    if !media_common::require_ffmpeg() {
+        return;
+    }
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::remove_var("HF_ENDPOINT");
+    let d = tempfile::tempdir().unwrap();
+    let a = m4a(d.path(), 1.0, 300);
+    let hub = hub(&[
+        (
+            "voxceleb2-dev-0000.tar",
+            tar(&[("id00018/y/00001.m4a", &a), ("id09999/q/00001.m4a", &a)]),
+        ),
+        (
+            "voxceleb2-dev-0001.tar",
+            tar(&[("id00076/z/00001.m4a", &a)]),
+        ),
+    ]);
+    let hits = || -> Vec<u32> {
+        (0..2)
+            .map(|i| {
+                hub.server
+                    .hits(&resolve(&format!("voxceleb2-dev-000{i}.tar")))
+            })
+            .collect()
+    };
+    let ws = engine_ws(&hub.server.base_url());
+
+    let out = ws.run();
+    assert_eq!(ran(&out), ["vox", "list"], "{out}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path("wavs.txt")).unwrap(),
+        "./id00018/y/00001.wav\n"
+    );
+    assert_eq!(hits(), [1, 1]);
+    let info = probe(&ws.path("data/vox2/id00018/y/00001.wav"))
+        .unwrap()
+        .audio
+        .unwrap();
+    assert_eq!((info.sample_rate, info.channels), (16000, 1));
+    for r in hub.server.all_requests() {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{}",
+            r.target
+        );
+    }
+    // The token reached the hub through the worker, and nothing recorded
+    // holds it: not the store, the step logs or the memos.
+    assert_no_token_under(ws.0.path());
+    assert!(ws.path(".pipeline").is_dir());
+
+    // Nothing changed: nothing runs, nothing is fetched.
+    let out = ws.run();
+    assert!(ran(&out).is_empty(), "{out}");
+    assert_eq!(hits(), [1, 1]);
+
+    // A new real identity in the corpus: the stage is stale for its input,
+    // and only the shard that holds the new identity is fetched again.
+    add_identity(&ws, "RealVideo-RealAudio/Asian (East)/women/id00076");
+    let (state, why) = ws.status_of("vox");
+    assert_ne!(state, "up-to-date", "{why:?}");
+    assert!(
+        why.iter().any(|w| w.contains("data/FakeAVCeleb")),
+        "{why:?}"
+    );
+    let out = ws.run();
+    assert_eq!(ran(&out), ["vox", "list"], "{out}");
+    assert_eq!(hits(), [1, 2]);
+    assert_eq!(
+        std::fs::read_to_string(ws.path("wavs.txt")).unwrap(),
+        "./id00018/y/00001.wav\n./id00076/z/00001.wav\n"
+    );
+    assert_no_token_under(ws.0.path());
 }

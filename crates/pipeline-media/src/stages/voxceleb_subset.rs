@@ -11,7 +11,9 @@
 //! by the shard and its fingerprint, which appears whole (a rename) once
 //! the shard is done, and the tar is deleted. A rerun after a crash fetches
 //! only the shards without a memo; a download cut short resumes from its
-//! `.part` file. The gathering links (or copies) every memo's wavs into the
+//! `.part` file. A memo records which identities the shard holds and which
+//! it converted, so a changed identity set fetches again only the shards
+//! that hold an identity their memo lacks (a removed one is left out). The gathering links (or copies) every memo's wavs into the
 //! output and writes `index.json` (per shard: utterances kept and failed).
 //!
 //! The hub's address is the `endpoint` parameter unless the environment
@@ -43,9 +45,11 @@ use crate::util::write_atomic;
 const VERSION: u32 = super::versions::VOXCELEB_SUBSET;
 
 /// Keys a shard's memo: bumped when the wav bytes made from the same shard
-/// would change (the conversion, the member layout), so that a change of
-/// the stage's bookkeeping alone (`VERSION`) does not fetch 80 GB again.
-const SHARD_VERSION: u32 = 1;
+/// would change (the conversion, the member layout) or the memo's manifest
+/// does, so that a change of the stage's bookkeeping alone (`VERSION`) does
+/// not fetch 80 GB again. 2: the memo no longer depends on the identity set
+/// (its manifest names the identities present and converted).
+const SHARD_VERSION: u32 = 2;
 
 /// The environment variable that names a mirror of the hub.
 const ENDPOINT_VAR: &str = "HF_ENDPOINT";
@@ -319,6 +323,12 @@ struct ShardIndex {
 struct Manifest {
     /// The shard's path in the dataset.
     shard: String,
+    /// Identities with audio in the shard, kept or not.
+    present: BTreeSet<String>,
+    /// The present identities that were kept, so converted, when the memo
+    /// was made: the memo serves any identity set whose present members
+    /// are all among them.
+    converted: BTreeSet<String>,
     /// Keys (`id/yt/seg`) whose `.wav` the folder holds, in archive order.
     kept: Vec<String>,
     failed: Vec<FailedUtterance>,
@@ -350,6 +360,26 @@ struct Skipped {
 struct Memo {
     dir: PathBuf,
     manifest: Manifest,
+}
+
+impl Manifest {
+    /// The kept identities the shard holds that this memo did not convert.
+    fn lacks(&self, kept: &BTreeSet<String>) -> Vec<&String> {
+        self.present
+            .iter()
+            .filter(|id| kept.contains(*id) && !self.converted.contains(*id))
+            .collect()
+    }
+
+    /// This memo as seen by the identity set `kept`: the utterances of
+    /// identities no longer kept are left out.
+    fn restricted_to(mut self, kept: &BTreeSet<String>) -> Manifest {
+        let keeps = |key: &str| key.split('/').next().is_some_and(|id| kept.contains(id));
+        self.kept.retain(|k| keeps(k));
+        self.failed.retain(|f| keeps(&f.key));
+        self.converted.retain(|id| kept.contains(id));
+        self
+    }
 }
 
 /// What one tar member is, by its name.
@@ -416,7 +446,8 @@ impl Fetcher<'_> {
     }
 
     /// The memo folder's name: the shard's path (readable) and a fingerprint
-    /// of its content and of what is kept from it.
+    /// of its content and of how it is converted (not of the identities
+    /// kept: the manifest says which those were).
     fn memo_name(&self, f: &HubFile) -> String {
         let content = match &f.sha256 {
             Some(sha) => format!("sha256:{sha}"),
@@ -428,7 +459,6 @@ impl Fetcher<'_> {
                 "version": SHARD_VERSION,
                 "content": content,
                 "sample_rate": self.p.sample_rate,
-                "identities": self.kept,
             })
             .to_string()
             .as_bytes(),
@@ -443,9 +473,25 @@ impl Fetcher<'_> {
         let dir = self.items_dir.join(&name);
         let tar = self.items_dir.join(format!("{name}.tar"));
         if let Some(manifest) = read_manifest(&dir) {
-            // A crash between the memo's rename and the tar's removal.
-            let _ = std::fs::remove_file(&tar);
-            return Ok(Memo { dir, manifest });
+            let lacks = manifest.lacks(self.kept);
+            if lacks.is_empty() {
+                // A crash between the memo's rename and the tar's removal.
+                let _ = std::fs::remove_file(&tar);
+                let manifest = manifest.restricted_to(self.kept);
+                return Ok(Memo { dir, manifest });
+            }
+            eprintln!(
+                "voxceleb_subset: shard {} is fetched again: it holds {} kept identities its \
+                 memo lacks ({})",
+                f.path,
+                lacks.len(),
+                lacks
+                    .iter()
+                    .take(5)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         let url = dataset_file_url(self.endpoint, &self.p.repo, &self.p.revision, &f.path);
         let checksum = f.sha256.clone().map(Checksum::Sha256);
@@ -487,6 +533,8 @@ impl Fetcher<'_> {
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut manifest = Manifest {
             shard: shard.to_string(),
+            present: BTreeSet::new(),
+            converted: BTreeSet::new(),
             kept: Vec::new(),
             failed: Vec::new(),
             skipped: Skipped::default(),
@@ -513,8 +561,11 @@ impl Fetcher<'_> {
             };
             if !self.kept.contains(&identity) {
                 manifest.skipped.other_identities += 1;
+                manifest.present.insert(identity);
                 continue;
             }
+            manifest.present.insert(identity.clone());
+            manifest.converted.insert(identity);
             if !seen.insert(key.clone()) {
                 manifest.skipped.duplicates += 1;
                 continue;
