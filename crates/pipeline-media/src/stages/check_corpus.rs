@@ -244,10 +244,7 @@ fn listed_but_missing(root: &Path, categories: &[Category]) -> Result<Vec<BadFil
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|f| f.trim().trim_matches('"'))
-            .collect();
+        let fields = csv_fields(line);
         // source,target1,target2,method,category,type,race,gender,path,<folder>
         let (Some(name), Some(folder)) = (fields.get(8), fields.get(9)) else {
             out.push(BadFile {
@@ -289,6 +286,28 @@ fn listed_but_missing(root: &Path, categories: &[Category]) -> Result<Vec<BadFil
         }
     }
     Ok(out)
+}
+
+/// The fields of one CSV line, trimmed: a field in double quotes may hold
+/// commas, and `""` inside it stands for one quote (RFC 4180).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field).trim().to_string()),
+            c => field.push(c),
+        }
+    }
+    fields.push(field.trim().to_string());
+    fields
 }
 
 /// The voice clones the seedvc stage makes of an RVRA video, under the keys
@@ -396,4 +415,33 @@ pub fn run(a: CheckCorpusArgs) -> Result<()> {
     serde_json::to_writer(&mut out, &report)?;
     writeln!(out).context("writing the report")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_field_in_quotes_keeps_its_commas_and_quotes() {
+        assert_eq!(
+            csv_fields(r#"a, "b, c" ,"say ""hi""",,d"#),
+            ["a", "b, c", r#"say "hi""#, "", "d"]
+        );
+        assert_eq!(csv_fields(""), [""]);
+        assert_eq!(
+            csv_fields("id1,-,-,real,A,RealVideo-RealAudio,\"Asian (East)\",men,00001.mp4,F/x"),
+            [
+                "id1",
+                "-",
+                "-",
+                "real",
+                "A",
+                "RealVideo-RealAudio",
+                "Asian (East)",
+                "men",
+                "00001.mp4",
+                "F/x"
+            ]
+        );
+    }
 }
