@@ -210,3 +210,40 @@ fn a_source_without_a_url_or_of_the_wrong_shape_says_what_to_do() {
     assert!(text.contains("is where the stage's output goes"), "{text}");
     assert!(ws.path("data/FakeAVCeleb/meta_data.csv").is_file());
 }
+
+#[test]
+fn a_source_named_after_no_output_is_refused_when_the_plan_is_made() {
+    let data = tempfile::tempdir().unwrap();
+    write_tree(data.path());
+    let local = format!("{{local: \"{}\"}}", data.path().display());
+    // The source is called `fakeavceleb`, the output `corpus`.
+    let yaml = pipeline(&local).replace(
+        "outs: {fakeavceleb: data/FakeAVCeleb}",
+        "outs: {corpus: data/FakeAVCeleb}",
+    );
+    let ws = Ws::new(&yaml);
+    let (code, o, e) = ws.run(&["run", "--dry-run"]);
+    assert_ne!(code, 0, "{o}{e}");
+    let text = format!("{o}{e}");
+    assert!(text.contains("stage 'download'"), "{text}");
+    assert!(
+        text.contains("source 'fakeavceleb' names no output of the stage (outputs: corpus)"),
+        "{text}"
+    );
+    // Refused before any step: nothing ran, nothing was linked.
+    let (code, o, e) = ws.run(&["run"]);
+    assert_ne!(code, 0, "{o}{e}");
+    assert!(Ws::ran(&format!("{o}{e}")).is_empty(), "{o}{e}");
+    assert!(!ws.path("data/FakeAVCeleb").exists());
+
+    // An output without a source: named, with what to add.
+    let two = format!(
+        "stages:\n  download:\n    kind: download\n    params:\n      sources:\n        \
+         fakeavceleb: {local}\n    outs: {{fakeavceleb: data/FakeAVCeleb, vox: data/vox}}\n"
+    );
+    let ws = Ws::new(&two);
+    let (code, o, e) = ws.run(&["run", "--dry-run"]);
+    assert_ne!(code, 0, "{o}{e}");
+    let text = format!("{o}{e}");
+    assert!(text.contains("output 'vox' has no source"), "{text}");
+}

@@ -148,7 +148,8 @@ impl<'a> Planner<'a> {
         // A built-in kind reads its parameters as it will when the step runs,
         // so a bad one is reported now, not after the stages above have run.
         if let Action::Builtin { kind } = &spec.action {
-            crate::stages::check_params(kind, &p).map_err(|e| {
+            let outputs: Vec<&str> = spec.outs.iter().map(|o| o.name.as_str()).collect();
+            crate::stages::check_stage(kind, &p, &outputs).map_err(|e| {
                 anyhow::anyhow!(
                     "stage '{}' ({kind}): {}: {e:#}",
                     spec.name,

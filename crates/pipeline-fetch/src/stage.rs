@@ -55,7 +55,9 @@ impl Stage for Download {
     fn run(&self, ctx: &StageContext<'_>) -> Result<()> {
         let p = DownloadParams::from_json(ctx.params)
             .with_context(|| format!("stage {}: invalid parameters", ctx.stage))?;
-        match_outputs(ctx, &p)?;
+        let outputs: Vec<&str> = ctx.outputs.keys().map(String::as_str).collect();
+        p.match_outputs(&outputs)
+            .with_context(|| format!("stage {}", ctx.stage))?;
         for (name, src) in &p.sources {
             if let Source::Local { path, layout } = src {
                 link_local(ctx, name, path, *layout)
@@ -100,31 +102,6 @@ impl Stage for Download {
         }
         Ok(())
     }
-}
-
-/// Every source names an output and every output has a source.
-fn match_outputs(ctx: &StageContext<'_>, p: &DownloadParams) -> Result<()> {
-    let outs = || ctx.outputs.keys().cloned().collect::<Vec<_>>().join(", ");
-    for name in p.sources.keys() {
-        if !ctx.outputs.contains_key(name) {
-            bail!(
-                "stage {}: source '{name}' names no output of the stage (outputs: {}); name \
-                 each source after the output it fills",
-                ctx.stage,
-                outs()
-            );
-        }
-    }
-    for name in ctx.outputs.keys() {
-        if !p.sources.contains_key(name) {
-            bail!(
-                "stage {}: output '{name}' has no source; add `sources: {{\"{name}\": \
-                 {{\"local\": \"/path/to/it\"}}}}` or a `url` with its `sha256`",
-                ctx.stage
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Makes the staged output a link to the user's folder.

@@ -126,6 +126,29 @@ struct RawSource {
 }
 
 impl DownloadParams {
+    /// Every source names an output of the stage and every output has a
+    /// source: checked when the plan is made and again when the step runs.
+    pub fn match_outputs(&self, outputs: &[&str]) -> Result<()> {
+        for name in self.sources.keys() {
+            if !outputs.contains(&name.as_str()) {
+                bail!(
+                    "source '{name}' names no output of the stage (outputs: {}); \
+                     name each source after the output it fills",
+                    outputs.join(", ")
+                );
+            }
+        }
+        for name in outputs {
+            if !self.sources.contains_key(*name) {
+                bail!(
+                    "output '{name}' has no source; add `sources: {{\"{name}\": \
+                     {{\"local\": \"/path/to/it\"}}}}` or a `url` with its `sha256`"
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_json(params: &serde_json::Value) -> Result<Self> {
         let raw: RawParams = super::parse_params(params)?;
         if raw.sources.is_empty() {

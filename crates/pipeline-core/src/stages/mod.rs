@@ -186,6 +186,16 @@ pub fn check_params(kind: &str, params: &serde_json::Value) -> Result<()> {
     }
 }
 
+/// [`check_params`], and what a kind asks of the stage's outputs (named
+/// `outputs`): a download's sources must fill them one to one.
+pub fn check_stage(kind: &str, params: &serde_json::Value, outputs: &[&str]) -> Result<()> {
+    check_params(kind, params)?;
+    if kind == "download" {
+        download_params::DownloadParams::from_json(params)?.match_outputs(outputs)?;
+    }
+    Ok(())
+}
+
 /// The code version of each kind: bumped whenever the kind's output for the
 /// same inputs and params would change; it enters the step fingerprint. The
 /// implementing modules read theirs from here (each keeps the history of its
