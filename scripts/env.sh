@@ -2,6 +2,7 @@
 # the torch venv it made (tch builds against that venv's libtorch).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/disk.sh"
 VENV="$(bash "$ROOT/scripts/setup.sh" | tail -n 1)"
 if [ -n "$VENV" ] && [ -x "$VENV/bin/python3" ]; then
   export PATH="$VENV/bin:$PATH"

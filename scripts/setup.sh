@@ -3,6 +3,7 @@
 # venv that carries libtorch (kept in a cache folder outside the checkout,
 # keyed by version), and nothing else. Re-running skips what is already there.
 set -euo pipefail
+source "$(dirname "$0")/disk.sh"
 
 TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
 CACHE_ROOT="${PIPELINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/avdfd-pipeline}"
@@ -33,6 +34,9 @@ if [ "${PIPELINE_NO_TORCH:-0}" != 1 ]; then
     echo "setup: creating $VENV with torch==$TORCH_VERSION" >&2
     mkdir -p "$CACHE_ROOT"
     rm -rf "$VENV"
+    # Measured on a fresh machine: the venv takes 4.7 GB, and pip's wheels
+    # 2.6 GB in TMPDIR while it installs.
+    need_disk "installing torch==$TORCH_VERSION" "$VENV" 5000 "${TMPDIR:-/tmp}" 2800
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --no-cache-dir --upgrade pip
     "$VENV/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION"
