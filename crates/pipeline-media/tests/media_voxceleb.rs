@@ -108,6 +108,13 @@ fn hub(shards: &[(&str, Vec<u8>)]) -> Hub {
     }
 }
 
+impl Hub {
+    /// How often each shard was requested, in path order.
+    fn shard_hits(&self) -> Vec<u32> {
+        self.shards.values().map(|r| self.server.hits(r)).collect()
+    }
+}
+
 struct Ws {
     dir: tempfile::TempDir,
     corpus: PathBuf,
@@ -479,14 +486,7 @@ fn a_changed_identity_set_fetches_only_the_shards_holding_an_identity_their_memo
             tar(&[("id00076/z/00002.m4a", &a)]),
         ),
     ]);
-    let hits = || -> Vec<u32> {
-        (0..3)
-            .map(|i| {
-                hub.server
-                    .hits(&resolve(&format!("voxceleb2-dev-000{i}.tar")))
-            })
-            .collect()
-    };
+    let hits = || hub.shard_hits();
     let p = params(&hub.server.base_url(), 0.05);
 
     // Only id00018 is in RVRA: every shard is fetched once.
@@ -643,14 +643,7 @@ fn through_the_pipeline_binary_the_stage_is_recorded_reruns_nothing_and_follows_
             tar(&[("id00076/z/00001.m4a", &a)]),
         ),
     ]);
-    let hits = || -> Vec<u32> {
-        (0..2)
-            .map(|i| {
-                hub.server
-                    .hits(&resolve(&format!("voxceleb2-dev-000{i}.tar")))
-            })
-            .collect()
-    };
+    let hits = || hub.shard_hits();
     let ws = engine_ws(&hub.server.base_url());
 
     let out = ws.run();
