@@ -13,8 +13,9 @@
 //! only the shards without a memo; a download cut short resumes from its
 //! `.part` file. A memo records which identities the shard holds and which
 //! it converted, so a changed identity set fetches again only the shards
-//! that hold an identity their memo lacks (a removed one is left out). The gathering links (or copies) every memo's wavs into the
-//! output and writes `index.json` (per shard: utterances kept and failed).
+//! that hold an identity their memo lacks (a removed one is left out). The
+//! gathering links (or copies) every memo's wavs into the output and writes
+//! `index.json` (per shard: utterances kept and failed).
 //!
 //! The hub's address is the `endpoint` parameter unless the environment
 //! variable `HF_ENDPOINT` is set (a mirror; the stage's manifest lists it in
