@@ -12,18 +12,7 @@ mod media_common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use media_common::{ffmpeg, require_ffmpeg};
-
-/// The `pipeline` built beside this crate's program.
-fn pipeline_exe() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_pipeline-media")).with_file_name("pipeline");
-    assert!(
-        exe.exists(),
-        "{} is missing: `cargo build -p pipeline` (or `cargo test --workspace`) builds it",
-        exe.display()
-    );
-    exe
-}
+use media_common::{ffmpeg, pipeline_exe, require_ffmpeg};
 
 const CATEGORIES: [&str; 4] = [
     "RealVideo-RealAudio",

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use pipeline_fetch::testserver::{Fault, TestServer};
 use pipeline_media::media::decode::{decode_audio_mono, probe};
@@ -18,6 +18,15 @@ mod media_common;
 /// The tests set HF_TOKEN and HF_ENDPOINT, which the stage reads from the
 /// process environment: one test at a time.
 static ENV: Mutex<()> = Mutex::new(());
+
+/// Holds the environment for one test, with neither HF_TOKEN nor
+/// HF_ENDPOINT set.
+fn hub_env() -> MutexGuard<'static, ()> {
+    let g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    std::env::remove_var("HF_TOKEN");
+    std::env::remove_var("HF_ENDPOINT");
+    g
+}
 
 const REPO: &str = "owner/vox-test";
 const TOKEN: &str = "hf_TestSecretToken0123456789";
@@ -196,7 +205,7 @@ fn keeps_the_rvra_identities_utterances_from_the_hubs_shards_and_resumes() {
     if !media_common::require_ffmpeg() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let _env = hub_env();
     let ws = corpus();
     let d = ws.dir.path();
     let (a, b, c, e) = (
@@ -249,7 +258,6 @@ fn keeps_the_rvra_identities_utterances_from_the_hubs_shards_and_resumes() {
         },
     );
     std::env::set_var("HF_TOKEN", TOKEN);
-    std::env::remove_var("HF_ENDPOINT");
     let p = params(&hub.server.base_url(), 0.5);
     let (r, out) = run(&ws, &p, "first");
     r.unwrap();
@@ -370,8 +378,7 @@ fn hf_endpoint_wins_and_an_unknown_repo_is_named_with_the_endpoint() {
     if !media_common::require_ffmpeg() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::remove_var("HF_TOKEN");
+    let _env = hub_env();
     let ws = corpus();
     let empty = hub(&[]);
     // The parameter points nowhere; HF_ENDPOINT (with a trailing slash) wins.
@@ -410,9 +417,7 @@ fn a_shard_that_cannot_be_fetched_fails_the_step_and_a_rerun_fetches_only_it() {
     if !media_common::require_ffmpeg() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::remove_var("HF_TOKEN");
-    std::env::remove_var("HF_ENDPOINT");
+    let _env = hub_env();
     let ws = corpus();
     let d = ws.dir.path();
     let a = m4a(d, 1.0, 300);
@@ -462,9 +467,7 @@ fn a_changed_identity_set_fetches_only_the_shards_holding_an_identity_their_memo
     if !media_common::require_ffmpeg() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::remove_var("HF_TOKEN");
-    std::env::remove_var("HF_ENDPOINT");
+    let _env = hub_env();
     let ws = corpus();
     let d = ws.dir.path();
     let rvra_76 = ws
@@ -557,13 +560,7 @@ impl EngineWs {
 
     /// The real `pipeline`, built beside this crate's program, on this workspace.
     fn cmd(&self) -> std::process::Command {
-        let exe = Path::new(env!("CARGO_BIN_EXE_pipeline-media")).with_file_name("pipeline");
-        assert!(
-            exe.exists(),
-            "{} is missing: `cargo build -p pipeline` (or `cargo test --workspace`) builds it",
-            exe.display()
-        );
-        let mut c = std::process::Command::new(exe);
+        let mut c = std::process::Command::new(media_common::pipeline_exe());
         c.arg("-f")
             .arg(self.path("pipeline.yaml"))
             .arg("-w")
@@ -629,8 +626,7 @@ fn through_the_pipeline_binary_the_stage_is_recorded_reruns_nothing_and_follows_
     if !media_common::require_ffmpeg() {
         return;
     }
-    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
-    std::env::remove_var("HF_ENDPOINT");
+    let _env = hub_env();
     let d = tempfile::tempdir().unwrap();
     let a = m4a(d.path(), 1.0, 300);
     let hub = hub(&[

@@ -378,7 +378,6 @@ impl Manifest {
         let keeps = |key: &str| key.split('/').next().is_some_and(|id| kept.contains(id));
         self.kept.retain(|k| keeps(k));
         self.failed.retain(|f| keeps(&f.key));
-        self.converted.retain(|id| kept.contains(id));
         self
     }
 }

@@ -1,7 +1,20 @@
-//! Helpers shared by the media tests: the `ffmpeg` CLI as an oracle.
+//! Helpers shared by the media tests: the `ffmpeg` CLI as an oracle, and
+//! the `pipeline` built beside this crate's program.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The `pipeline` built beside this crate's program.
+pub fn pipeline_exe() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_pipeline-media")).with_file_name("pipeline");
+    assert!(
+        exe.exists(),
+        "{} is missing: `cargo build -p pipeline` (or `cargo test --workspace`) builds it",
+        exe.display()
+    );
+    exe
+}
 
 /// True when the `ffmpeg` CLI is on PATH; says loudly that the test skipped
 /// otherwise (`scripts/setup.sh` installs it).
